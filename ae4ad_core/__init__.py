@@ -1,0 +1,58 @@
+"""AE4AD Studio core library: autoencoder-based anomaly detection for medical images.
+
+The public API, module by module (import from the modules; the most used names are re-exported here):
+
+* :mod:`ae4ad_core.io` -- ``read_image``, ``read_images``, ``read_dicom_series`` (DICOM, NIfTI, PNG/JPEG/TIFF)
+* :mod:`ae4ad_core.preprocess` -- ``PreprocessConfig``, ``prepare_slices``, ``restore_map``
+* :mod:`ae4ad_core.models` -- ``ModelConfig``, ``build_model`` (reference AE, VAE, rate-distortion AE)
+* :mod:`ae4ad_core.scoring` -- ``score_batch`` (reconstruction, kl, combined)
+* :mod:`ae4ad_core.entropy` -- latent entropy estimators and ``LatentStatistics``
+* :mod:`ae4ad_core.calibration` -- thresholds and reference statistics from normal data
+* :mod:`ae4ad_core.registry` -- ``load_model``, ``save_model``, ``list_models`` (safetensors + JSON card)
+* :mod:`ae4ad_core.analysis` -- ``analyze``: one call from slices to an ``Analysis``
+* :mod:`ae4ad_core.training`, :mod:`ae4ad_core.evaluation`, :mod:`ae4ad_core.sweep`, :mod:`ae4ad_core.data`
+* :mod:`ae4ad_core.cli` -- the ``ae4ad`` command
+"""
+
+from .analysis import Analysis, analyze
+from .device import describe_device, select_device
+from .errors import (
+    Ae4adError,
+    ImageTooLargeError,
+    ModelCardError,
+    UnknownModelError,
+    UnreadableImageError,
+    UnsupportedImageError,
+    UnsupportedModeError,
+)
+from .models import ModelConfig, build_model
+from .preprocess import PreprocessConfig
+from .registry import LoadedModel, ModelCard, list_models, load_model, save_model
+from .scoring import SCORING_MODES, score_batch
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Analysis",
+    "analyze",
+    "describe_device",
+    "select_device",
+    "Ae4adError",
+    "ImageTooLargeError",
+    "ModelCardError",
+    "UnknownModelError",
+    "UnreadableImageError",
+    "UnsupportedImageError",
+    "UnsupportedModeError",
+    "ModelConfig",
+    "build_model",
+    "PreprocessConfig",
+    "LoadedModel",
+    "ModelCard",
+    "list_models",
+    "load_model",
+    "save_model",
+    "SCORING_MODES",
+    "score_batch",
+    "__version__",
+]

@@ -1,0 +1,236 @@
+"""One path from image slices to a verdict: :func:`analyze` returns an :class:`Analysis` that every consumer
+(the app's pages, the CLI, batch screening, reports, tests) reads; nobody re-implements a step.
+
+``slices --preprocess--> model input --model--> reconstruction, latent --scoring--> map + score
+--calibration--> verdict --entropy--> surprisal, percentile, 2D position``
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .calibration import Calibration, input_statistics
+from .errors import ModelCardError
+from .preprocess import SliceGeometry, prepare_slices, restore_map
+from .registry import LoadedModel
+from .scoring import check_mode, score_batch
+
+__all__ = ["Analysis", "analyze", "calibration_of", "verdict_sentence"]
+
+_CALIBRATIONS: dict[int, Calibration] = {}
+
+
+def calibration_of(loaded: LoadedModel) -> Calibration:
+    """The model's :class:`Calibration`, parsed once per loaded model."""
+    key = id(loaded.card)
+    if key not in _CALIBRATIONS:
+        _CALIBRATIONS[key] = Calibration.from_card(loaded.card)
+    return _CALIBRATIONS[key]
+
+
+def _ordinal(p: float) -> str:
+    n = int(round(p))
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def verdict_sentence(above: bool, percentile: float, fpr: float) -> str:
+    """The one sentence a clinician reads first."""
+    where = "Above the normal range" if above else "Within the normal range"
+    return (
+        f"{where}: score at the {_ordinal(min(percentile, 100.0))} percentile of normal validation images "
+        f"(threshold set for {fpr:.0%} false positives)."
+    )
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Results for N slices of one input, scored by one model in one mode. Arrays are indexed by slice.
+
+    Model-space arrays are ``(N, S, S)``: ``inputs`` and ``reconstructions`` in [-1, 1], ``maps`` in the mode's
+    units (see :mod:`ae4ad_core.scoring`). Use :meth:`map_in_input_space` to overlay a map on the original slice.
+    """
+
+    model_name: str
+    mode: str
+    slice_indices: list[int]
+    inputs: np.ndarray
+    reconstructions: np.ndarray
+    maps: np.ndarray
+    scores: np.ndarray
+    threshold: float
+    fpr: float
+    above_threshold: np.ndarray
+    score_percentiles: np.ndarray
+    pixel_threshold: float
+    display_max: float
+    reconstruction_errors: np.ndarray
+    kl: np.ndarray | None
+    latent: np.ndarray
+    surprisal: np.ndarray
+    surprisal_percentiles: np.ndarray
+    projection: np.ndarray
+    geometries: list[SliceGeometry]
+    warnings: list[list[str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    @property
+    def volume_score(self) -> float:
+        """Maximum slice score (the usual volume-level aggregate, MOOD/DKFZ baselines)."""
+        return float(np.max(self.scores))
+
+    @property
+    def volume_above_threshold(self) -> bool:
+        return bool(np.any(self.above_threshold))
+
+    def verdict(self, i: int = 0) -> str:
+        return verdict_sentence(bool(self.above_threshold[i]), float(self.score_percentiles[i]), self.fpr)
+
+    def map_in_input_space(self, i: int = 0) -> np.ndarray:
+        """Slice ``i``'s anomaly map resized back to the input slice's geometry ``(H, W)``."""
+        return restore_map(self.maps[i], self.geometries[i], fill=0.0)
+
+    def reconstruction_in_input_space(self, i: int = 0) -> np.ndarray:
+        """Slice ``i``'s reconstruction resized back to the input geometry, in model intensity units."""
+        return restore_map(self.reconstructions[i], self.geometries[i], fill=-1.0)
+
+    def outline_mask(self, i: int = 0) -> np.ndarray:
+        """Pixels of slice ``i`` above the calibrated pixel threshold, in model space ``(S, S)``."""
+        return self.maps[i] > self.pixel_threshold
+
+    def records(self) -> list[dict]:
+        """One JSON-ready row per slice (no pixel data, no identifiers)."""
+        rows = []
+        for i, idx in enumerate(self.slice_indices):
+            row = {
+                "slice": int(idx),
+                "model": self.model_name,
+                "mode": self.mode,
+                "score": float(self.scores[i]),
+                "threshold": self.threshold,
+                "above_threshold": bool(self.above_threshold[i]),
+                "score_percentile": float(self.score_percentiles[i]),
+                "false_positive_rate": self.fpr,
+                "reconstruction_error": float(self.reconstruction_errors[i]),
+                "latent_surprisal_nats": float(self.surprisal[i]),
+                "latent_surprisal_percentile": float(self.surprisal_percentiles[i]),
+                "anomalous_pixel_fraction": float(np.mean(self.outline_mask(i))),
+                "warnings": "; ".join(self.warnings[i]) if self.warnings else "",
+            }
+            if self.kl is not None:
+                row["kl_nats"] = float(self.kl[i])
+            rows.append(row)
+        return rows
+
+    def to_json(self, *, extra: dict | None = None) -> str:
+        """The result as JSON: per-slice records plus the volume aggregate."""
+        payload = {
+            "model": self.model_name,
+            "mode": self.mode,
+            "volume_score": self.volume_score,
+            "volume_above_threshold": self.volume_above_threshold,
+            "threshold": self.threshold,
+            "false_positive_rate": self.fpr,
+            "pixel_threshold": self.pixel_threshold,
+            "slices": self.records(),
+        }
+        if extra:
+            payload.update(extra)
+        return json.dumps(payload, indent=1)
+
+
+def _input_warnings(x: torch.Tensor, surprisal: np.ndarray, cal: Calibration) -> list[list[str]]:
+    stats = input_statistics(x)
+    out: list[list[str]] = [[] for _ in range(len(x))]
+    fr = cal.input_stats.get("foreground_fraction")
+    mean = cal.input_stats.get("foreground_mean")
+    ns = cal.latent.normal_surprisal
+    far = float(ns[-1] + (ns[-1] - np.median(ns)))
+    for i in range(len(x)):
+        f = float(stats["foreground_fraction"][i])
+        if fr and not (0.8 * fr[0] <= f <= min(1.0, 1.2 * fr[1])):
+            out[i].append(
+                f"tissue covers {f:.0%} of the image, outside the training range ({fr[0]:.0%}-{fr[1]:.0%})"
+            )
+        m = float(stats["foreground_mean"][i])
+        if mean and not (mean[0] - 0.15 <= m <= mean[1] + 0.15):
+            out[i].append("its intensity distribution differs from the training images (other contrast or scanner?)")
+        if surprisal[i] > far:
+            out[i].append("its latent code lies far outside those of every normal training image")
+    return out
+
+
+def analyze(
+    slices,
+    loaded: LoadedModel,
+    *,
+    mode: str = "reconstruction",
+    slice_indices: list[int] | None = None,
+    batch_size: int = 64,
+) -> Analysis:
+    """Score slices with a loaded, calibrated model.
+
+    Parameters
+    ----------
+    slices : (N, H, W) array or sequence of (H, W) arrays
+        Raw intensities (e.g. ``Image.pixels``); preprocessing is the model card's.
+    loaded : LoadedModel
+    mode : {"reconstruction", "kl", "combined"}
+    slice_indices : list of int, optional
+        Which slices of ``slices`` to score (default: all).
+    """
+    card = loaded.card
+    check_mode(loaded.inference, mode, model_name=f"model {card.name!r}")
+    cal = calibration_of(loaded)
+    if mode not in cal.modes:
+        raise ModelCardError(f"{card.name}: mode {mode!r} was not calibrated.")
+    mc = cal.modes[mode]
+    n_total = len(slices)
+    indices = list(range(n_total)) if slice_indices is None else [int(i) for i in slice_indices]
+    for i in indices:
+        if not 0 <= i < n_total:
+            raise IndexError(f"Slice {i} does not exist; the input has {n_total} slice(s).")
+    x, geoms = prepare_slices([slices[i] for i in indices], card.preprocessing, device=loaded.device)
+    parts = []
+    for start in range(0, len(x), batch_size):
+        parts.append(score_batch(loaded.inference, x[start: start + batch_size], mode=mode,
+                                 kl_gradient_scale=cal.kl_gradient_scale))
+
+    def cat(attr):
+        vals = [getattr(p, attr) for p in parts]
+        if any(v is None for v in vals):
+            return None
+        return torch.cat(vals).float().cpu().numpy()
+
+    scores = cat("scores").astype(np.float64)
+    latent = cat("mu")
+    surprisal = cal.latent.surprisal(latent)
+    return Analysis(
+        model_name=card.name,
+        mode=mode,
+        slice_indices=indices,
+        inputs=x[:, 0].float().cpu().numpy(),
+        reconstructions=cat("reconstruction")[:, 0],
+        maps=cat("maps"),
+        scores=scores,
+        threshold=mc.threshold,
+        fpr=cal.fpr,
+        above_threshold=scores > mc.threshold,
+        score_percentiles=mc.percentile(scores),
+        pixel_threshold=mc.pixel_threshold,
+        display_max=mc.display_max,
+        reconstruction_errors=cat("reconstruction_error"),
+        kl=cat("kl"),
+        latent=latent,
+        surprisal=surprisal,
+        surprisal_percentiles=cal.latent.percentile(surprisal),
+        projection=cal.latent.project(latent),
+        geometries=geoms,
+        warnings=_input_warnings(x, surprisal, cal),
+    )

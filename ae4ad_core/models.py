@@ -1,0 +1,305 @@
+"""The reference autoencoder of AE4AD and its variational variant.
+
+Architecture (Cai et al., MICCAI 2024, benchmark code; see ../shared/REFERENCE.md §1), for an input of
+``S x S`` pixels with ``S`` a power of two >= 16:
+
+* encoder: ``log2(S) - 2`` blocks of ``Conv2d(k4, s2, p1, no bias) -> BatchNorm2d -> ReLU`` with channels
+  1 -> 16 -> 32 -> 64 -> 64 (-> 64 ...), down to 4 x 4;
+* bottleneck: flatten -> Linear -> BN1d -> ReLU -> Linear -> ``z`` (``d`` values; ``2d`` = (mu, logvar) for a
+  VAE), then Linear -> BN1d -> ReLU -> Linear -> reshape;
+* decoder: the mirror with ``ConvTranspose2d``; the last layer has no BN, no ReLU and no output activation.
+
+At ``d = 16`` and 64 px the AE has 2,351,185 parameters (the reference's "about 2.35 M").
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from .errors import ModelCardError, look_up_option
+
+__all__ = [
+    "ModelConfig",
+    "ModelOutput",
+    "AutoEncoder",
+    "VariationalAutoEncoder",
+    "RateDistortionAutoEncoder",
+    "FactorizedDensity",
+    "build_model",
+    "fuse_for_inference",
+    "kl_divergence",
+    "MODEL_KINDS",
+]
+
+MODEL_KINDS = ("ae", "vae", "rdae")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a model's architecture (stored in the model card).
+
+    Attributes
+    ----------
+    kind : {"ae", "vae", "rdae"}
+        ``rdae`` = rate-distortion AE: quantised latents with a learned entropy model (see
+        :class:`RateDistortionAutoEncoder`).
+    latent_dim : int
+        ``d``, the number of latent values per image (for ``rdae`` the maximum; the rate penalty decides how
+        many carry information).
+    image_size : int
+        Input side in pixels (power of two, >= 16).
+    channels : tuple of int
+        Encoder channels of the first four blocks; further blocks repeat the last.
+    hidden : int
+        Width of the fully-connected bottleneck layers.
+    """
+
+    kind: str = "ae"
+    latent_dim: int = 16
+    image_size: int = 64
+    channels: tuple[int, ...] = (16, 32, 64, 64)
+    hidden: int = 1024
+
+    def __post_init__(self) -> None:
+        look_up_option(self.kind, MODEL_KINDS, what="model kind")
+        if self.latent_dim < 1:
+            raise ModelCardError(f"latent_dim must be >= 1, got {self.latent_dim}.")
+        s = self.image_size
+        if s < 16 or s & (s - 1):
+            raise ModelCardError(f"image_size must be a power of two >= 16, got {s}.")
+        object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+
+    @property
+    def n_blocks(self) -> int:
+        return int(math.log2(self.image_size)) - 2
+
+    @property
+    def block_channels(self) -> tuple[int, ...]:
+        chans = list(self.channels[: self.n_blocks])
+        while len(chans) < self.n_blocks:
+            chans.append(self.channels[-1])
+        return tuple(chans)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["channels"] = list(self.channels)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ModelCardError(f"Unknown architecture fields {sorted(unknown)}; known: {sorted(known)}.")
+        try:
+            return cls(**{k: (tuple(v) if k == "channels" else v) for k, v in data.items()})
+        except (TypeError, ValueError) as exc:
+            raise ModelCardError(f"Invalid architecture in model card: {exc}") from None
+
+
+class ModelOutput(NamedTuple):
+    """What a forward pass returns.
+
+    reconstruction : (N, 1, S, S); latent : (N, d) (the sample used for decoding); mu, logvar : (N, d) for a VAE
+    (``mu`` is ``latent`` and ``logvar`` is None for an AE); rate : (N,) bits per image under the learned
+    entropy model (rate-distortion AE only).
+    """
+
+    reconstruction: torch.Tensor
+    latent: torch.Tensor
+    mu: torch.Tensor
+    logvar: torch.Tensor | None
+    rate: torch.Tensor | None = None
+
+
+def _encoder_convs(chans: tuple[int, ...]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    c_in = 1
+    for c in chans:
+        layers += [nn.Conv2d(c_in, c, 4, 2, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
+        c_in = c
+    return nn.Sequential(*layers)
+
+
+def _decoder_convs(chans: tuple[int, ...]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    rev = list(reversed(chans))  # e.g. 64, 64, 32, 16
+    for i, c_in in enumerate(rev):
+        last = i == len(rev) - 1
+        c_out = 1 if last else rev[i + 1]
+        if last:
+            layers.append(nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=True))
+        else:
+            layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out),
+                       nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers)
+
+
+class AutoEncoder(nn.Module):
+    """The reference AE. ``forward(x)`` takes ``(N, 1, S, S)`` images in [-1, 1]."""
+
+    is_variational = False
+
+    def __init__(self, config: ModelConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or ModelConfig()
+        chans = self.config.block_channels
+        flat = chans[-1] * 4 * 4
+        self._flat_shape = (chans[-1], 4, 4)
+        h, d = self.config.hidden, self.config.latent_dim
+        out = 2 * d if self.is_variational else d
+        self.encoder = _encoder_convs(chans)
+        self.to_latent = nn.Sequential(
+            nn.Flatten(), nn.Linear(flat, h), nn.BatchNorm1d(h), nn.ReLU(inplace=True), nn.Linear(h, out)
+        )
+        self.from_latent = nn.Sequential(
+            nn.Linear(d, h), nn.BatchNorm1d(h), nn.ReLU(inplace=True), nn.Linear(h, flat)
+        )
+        self.decoder = _decoder_convs(chans)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Return ``(mu, logvar)``; for an AE ``(z, None)``."""
+        return self.to_latent(self.encoder(x)), None
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Map latent codes ``(N, d)`` to images ``(N, 1, S, S)``."""
+        h = self.from_latent(z).view(z.shape[0], *self._flat_shape)
+        return self.decoder(h)
+
+    def forward(self, x: torch.Tensor) -> ModelOutput:
+        mu, logvar = self.encode(x)
+        z = mu
+        return ModelOutput(self.decode(z), z, mu, logvar)
+
+
+class VariationalAutoEncoder(AutoEncoder):
+    """The VAE variant: the encoder's last linear layer outputs ``(mu, logvar)``; ``z = mu`` in eval mode."""
+
+    is_variational = True
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.to_latent(self.encoder(x))
+        mu, logvar = h.chunk(2, dim=1)
+        return mu, logvar.clamp(-30.0, 20.0)
+
+    def forward(self, x: torch.Tensor) -> ModelOutput:
+        mu, logvar = self.encode(x)
+        if self.training:
+            z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        else:
+            z = mu
+        return ModelOutput(self.decode(z), z, mu, logvar)
+
+
+class FactorizedDensity(nn.Module):
+    """A learned density per latent dimension: a mixture of ``k`` logistic components, used as the entropy model
+    of quantised latents (as in learned image compression, Ballé et al., ICLR 2017/2018, with a simpler
+    per-dimension mixture instead of their monotone-MLP CDF)."""
+
+    def __init__(self, dim: int, components: int = 3) -> None:
+        super().__init__()
+        self.loc = nn.Parameter(torch.linspace(-1.0, 1.0, components).repeat(dim, 1))
+        self.log_scale = nn.Parameter(torch.zeros(dim, components))
+        self.logits = nn.Parameter(torch.zeros(dim, components))
+
+    def likelihood(self, y: torch.Tensor) -> torch.Tensor:
+        """Probability mass of the unit bin centred on each value of ``y`` ``(N, d)``."""
+        w = torch.softmax(self.logits, dim=-1)
+        scale = torch.exp(self.log_scale).clamp_min(1e-3)
+        z = y.unsqueeze(-1)
+        upper = torch.sigmoid((z + 0.5 - self.loc) / scale)
+        lower = torch.sigmoid((z - 0.5 - self.loc) / scale)
+        return ((upper - lower) * w).sum(-1).clamp_min(1e-9)
+
+
+class RateDistortionAutoEncoder(AutoEncoder):
+    """AE with an entropy bottleneck: latents are quantised (``round``; uniform noise while training) and a
+    learned density gives their rate ``-log2 p(y)`` in bits. Trained with ``MSE + rate_weight * rate`` it
+    minimises the latent entropy directly, instead of fixing a small ``d`` (AE4AD's "self-adaptive entropy
+    control", left as future work in Cai et al. 2024)."""
+
+    def __init__(self, config: ModelConfig | None = None) -> None:
+        super().__init__(config)
+        self.density = FactorizedDensity(self.config.latent_dim)
+
+    def quantise(self, y: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return y + torch.empty_like(y).uniform_(-0.5, 0.5)
+        return torch.round(y)
+
+    def rate_bits(self, y_quantised: torch.Tensor) -> torch.Tensor:
+        """Bits per image of quantised latents ``(N, d)`` under the learned density, shape ``(N,)``."""
+        return -torch.log2(self.density.likelihood(y_quantised)).sum(dim=1)
+
+    def forward(self, x: torch.Tensor) -> ModelOutput:
+        y, _ = self.encode(x)
+        y_q = self.quantise(y)
+        return ModelOutput(self.decode(y_q), y_q, y, None, self.rate_bits(y_q))
+
+
+def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(q(z|x) || N(0, I)) per image, in nats: ``0.5 * sum(mu^2 + exp(logvar) - 1 - logvar)``. Shape (N,)."""
+    return 0.5 * torch.sum(mu.pow(2) + logvar.exp() - 1.0 - logvar, dim=1)
+
+
+def build_model(config: ModelConfig) -> AutoEncoder:
+    """Instantiate the architecture described by ``config`` (weights freshly initialised)."""
+    if config.kind == "vae":
+        return VariationalAutoEncoder(config)
+    if config.kind == "rdae":
+        return RateDistortionAutoEncoder(config)
+    return AutoEncoder(config)
+
+
+def _fuse_sequential(seq: nn.Sequential) -> nn.Sequential:
+    from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
+
+    mods = list(seq)
+    out: list[nn.Module] = []
+    i = 0
+    while i < len(mods):
+        m = mods[i]
+        nxt = mods[i + 1] if i + 1 < len(mods) else None
+        if isinstance(nxt, (nn.BatchNorm2d, nn.BatchNorm1d)):
+            if isinstance(m, nn.ConvTranspose2d):
+                out.append(fuse_conv_bn_eval(m, nxt, transpose=True))
+            elif isinstance(m, nn.Conv2d):
+                out.append(fuse_conv_bn_eval(m, nxt))
+            elif isinstance(m, nn.Linear):
+                out.append(fuse_linear_bn_eval(m, nxt))
+            else:  # pragma: no cover - architecture never puts BN elsewhere
+                out += [m, nxt]
+            i += 2
+            continue
+        out.append(m)
+        i += 1
+    return nn.Sequential(*out)
+
+
+def fuse_for_inference(model: AutoEncoder) -> AutoEncoder:
+    """Return an eval-mode copy with every BatchNorm folded into the preceding conv/linear layer.
+
+    The copy computes the same function as ``model.eval()`` (up to float rounding) with fewer kernels; it has
+    no BatchNorm left, so it cannot be trained. The original is not modified.
+    """
+    fused = copy.deepcopy(model).eval()
+    for name in ("encoder", "to_latent", "from_latent", "decoder"):
+        setattr(fused, name, _fuse_sequential(getattr(fused, name)))
+    for p in fused.parameters():
+        p.requires_grad_(False)
+    return fused
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable-shape parameters (BN running stats excluded)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+__all__.append("count_parameters")

@@ -1,0 +1,208 @@
+"""The transform from image slices to model input, and back from model-space maps to image geometry.
+
+A model's card records a :class:`PreprocessConfig`; training and inference both call
+:func:`prepare_batch` (same-size batches already on a device) or :func:`prepare_slices` (arbitrary slices, with
+the geometry kept to map results back), which share one implementation, so the transform a model was trained
+with is replayed identically at inference.
+
+Steps, in order:
+
+1. intensity: ``"percentile"`` (robust scaling: the ``low``/``high`` percentiles of the slice map to -1/1) or
+   ``"window"`` (a fixed ``center``/``width`` window, e.g. Hounsfield units for CT), clipped to [-1, 1];
+2. optional foreground crop: the bounding box of pixels above ``foreground_threshold`` (in the [0, 1] scale of
+   step 1) plus a margin;
+3. pad to a square with the background value (-1), centred;
+4. resize to ``size`` x ``size`` (bilinear with antialiasing).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import ModelCardError, look_up_option
+
+__all__ = [
+    "PreprocessConfig",
+    "SliceGeometry",
+    "scale_intensity",
+    "prepare_batch",
+    "prepare_slices",
+    "restore_map",
+]
+
+INTENSITY_METHODS = ("percentile", "window")
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How images become model input (stored in the model card).
+
+    Attributes
+    ----------
+    size : int
+        Model input side in pixels.
+    intensity : {"percentile", "window"}
+    low, high : float
+        Percentiles (0-100) mapped to -1 and 1 when ``intensity == "percentile"``.
+    center, width : float
+        Window mapped to [-1, 1] when ``intensity == "window"``.
+    crop_foreground : bool
+        Crop to the foreground bounding box before padding/resizing.
+    foreground_threshold : float
+        Foreground = scaled intensity (in [0, 1]) above this value.
+    margin : float
+        Extra border around the foreground box, as a fraction of its larger side.
+    """
+
+    size: int = 64
+    intensity: str = "percentile"
+    low: float = 0.5
+    high: float = 99.5
+    center: float = 40.0
+    width: float = 80.0
+    crop_foreground: bool = False
+    foreground_threshold: float = 0.05
+    margin: float = 0.05
+
+    def __post_init__(self) -> None:
+        look_up_option(self.intensity, INTENSITY_METHODS, what="intensity method")
+        if not 0 <= self.low < self.high <= 100:
+            raise ModelCardError(f"Percentiles must satisfy 0 <= low < high <= 100, got {self.low}, {self.high}.")
+        if self.width <= 0:
+            raise ModelCardError(f"Window width must be > 0, got {self.width}.")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PreprocessConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ModelCardError(f"Unknown preprocessing fields {sorted(unknown)}; known: {sorted(known)}.")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class SliceGeometry:
+    """Where a model-space image came from in its slice, to map maps back: ``crop`` box in the original
+    slice (top, left, height, width) and the square ``side`` it was padded to before resizing."""
+
+    shape: tuple[int, int]
+    crop: tuple[int, int, int, int]
+    side: int
+
+
+def _percentile_rows(flat: torch.Tensor, q: float) -> torch.Tensor:
+    """Per-row percentile (nearest rank, like ``numpy.percentile(method='nearest')``) of ``(N, P)``."""
+    n = flat.shape[1]
+    k = int(round(q / 100.0 * (n - 1))) + 1
+    return flat.kthvalue(min(max(k, 1), n), dim=1).values
+
+
+def scale_intensity(images: torch.Tensor, config: PreprocessConfig) -> torch.Tensor:
+    """Map intensities to [-1, 1] per image. ``images`` is ``(N, H, W)`` or ``(N, 1, H, W)``, any float dtype."""
+    x = torch.nan_to_num(images.float(), nan=0.0, posinf=0.0, neginf=0.0)
+    if config.intensity == "window":
+        lo = torch.full((x.shape[0],), config.center - config.width / 2, device=x.device)
+        hi = lo + config.width
+    else:
+        flat = x.reshape(x.shape[0], -1)
+        lo = _percentile_rows(flat, config.low)
+        hi = _percentile_rows(flat, config.high)
+    shape = (-1,) + (1,) * (x.ndim - 1)
+    span = (hi - lo).clamp_min(1e-6).view(shape)
+    unit = ((x - lo.view(shape)) / span).clamp(0.0, 1.0)
+    return unit * 2.0 - 1.0
+
+
+def _resize(x: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    size = (size, size) if isinstance(size, int) else size
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+def prepare_batch(images: torch.Tensor, config: PreprocessConfig) -> torch.Tensor:
+    """Preprocess a same-size batch ``(N, 1, H, W)`` (or ``(N, H, W)``) on its device to ``(N, 1, S, S)``.
+
+    Used by training on already-square data; without foreground cropping it is exactly what
+    :func:`prepare_slices` does to each slice.
+    """
+    if images.ndim == 3:
+        images = images[:, None]
+    if config.crop_foreground or images.shape[-1] != images.shape[-2]:
+        tensors, _ = prepare_slices(list(images[:, 0]), config, device=images.device)
+        return tensors
+    return _resize(scale_intensity(images, config), config.size)
+
+
+def _foreground_box(unit: torch.Tensor, config: PreprocessConfig) -> tuple[int, int, int, int]:
+    h, w = unit.shape
+    fg = unit > config.foreground_threshold
+    if not config.crop_foreground or not bool(fg.any()):
+        return 0, 0, h, w
+    rows = torch.nonzero(fg.any(dim=1)).flatten()
+    cols = torch.nonzero(fg.any(dim=0)).flatten()
+    top, bottom = int(rows[0]), int(rows[-1]) + 1
+    left, right = int(cols[0]), int(cols[-1]) + 1
+    pad = int(round(config.margin * max(bottom - top, right - left)))
+    top, left = max(0, top - pad), max(0, left - pad)
+    bottom, right = min(h, bottom + pad), min(w, right + pad)
+    return top, left, bottom - top, right - left
+
+
+def prepare_slices(
+    slices, config: PreprocessConfig, *, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, list[SliceGeometry]]:
+    """Preprocess slices of any sizes into one model-input batch.
+
+    Parameters
+    ----------
+    slices : sequence of (H, W) arrays or tensors, or an (N, H, W) array
+    config : PreprocessConfig
+    device : torch device for the output
+
+    Returns
+    -------
+    batch : torch.Tensor
+        ``(N, 1, S, S)`` float32 in [-1, 1].
+    geometries : list of SliceGeometry
+        One per slice, for :func:`restore_map`.
+    """
+    out, geoms = [], []
+    for s in slices:
+        t = torch.as_tensor(np.asarray(s, dtype=np.float32) if not torch.is_tensor(s) else s)
+        t = t.to(device=device, dtype=torch.float32)
+        if t.ndim != 2:
+            raise ValueError(f"Expected a 2D slice, got shape {tuple(t.shape)}.")
+        scaled = scale_intensity(t[None], config)[0]
+        top, left, h, w = _foreground_box((scaled + 1) / 2, config)
+        crop = scaled[top: top + h, left: left + w]
+        side = max(h, w)
+        padded = torch.full((side, side), -1.0, device=t.device)
+        oy, ox = (side - h) // 2, (side - w) // 2
+        padded[oy: oy + h, ox: ox + w] = crop
+        out.append(_resize(padded[None, None], config.size)[0])
+        geoms.append(SliceGeometry(shape=(int(t.shape[0]), int(t.shape[1])), crop=(top, left, h, w), side=side))
+    if not out:
+        return torch.empty(0, 1, config.size, config.size, device=device), []
+    return torch.stack(out), geoms
+
+
+def restore_map(values: np.ndarray | torch.Tensor, geometry: SliceGeometry, *, fill: float = 0.0) -> np.ndarray:
+    """Map a model-space map ``(S, S)`` back onto the original slice ``(H, W)`` (inverse of the resize, the
+    padding and the crop); pixels outside the crop get ``fill``."""
+    t = torch.as_tensor(values, dtype=torch.float32).detach().cpu()
+    up = F.interpolate(t[None, None], size=(geometry.side, geometry.side), mode="bilinear",
+                       align_corners=False)[0, 0]
+    top, left, h, w = geometry.crop
+    oy, ox = (geometry.side - h) // 2, (geometry.side - w) // 2
+    out = np.full(geometry.shape, fill, dtype=np.float32)
+    out[top: top + h, left: left + w] = up[oy: oy + h, ox: ox + w].numpy()
+    return out
