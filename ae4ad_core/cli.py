@@ -1,0 +1,227 @@
+"""The ``ae4ad`` command line.
+
+Commands::
+
+    ae4ad info FILE [FILE ...]            what was read (format, shape, de-identified metadata)
+    ae4ad score FILE --model M --mode reconstruction|kl|combined [--out DIR] [--slices 3,4]
+    ae4ad models                          the registry (shipped zoo + user models)
+    ae4ad train ...                       train, calibrate and register (see ``ae4ad train -h``)
+    ae4ad evaluate --model M --data demo|PATH [--out DIR]
+    ae4ad sweep --data demo --d 1,2,4 --seeds 3 --epochs E [--jobs N] [--out DIR]
+    ae4ad data build-demo [--out PATH]    rebuild the demo dataset from packaged brains
+
+Errors from bad input are printed as one line (``error: <file>: <reason>``), exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import Ae4adError
+
+__all__ = ["main"]
+
+
+def _parse_indices(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    out: list[int] = []
+    for part in text.split(","):
+        if "-" in part:
+            a, b = part.split("-", 1)
+            out.extend(range(int(a), int(b) + 1))
+        elif part.strip():
+            out.append(int(part))
+    return out
+
+
+def cmd_info(args) -> int:
+    from .io import read_image
+
+    status = 0
+    for path in args.files:
+        try:
+            img = read_image(path, include_identifiers=args.identifiers)
+        except Ae4adError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            status = 2
+            continue
+        print(json.dumps({
+            "name": img.name, "format": img.format, "shape": list(img.pixels.shape),
+            "min": float(img.pixels.min()), "max": float(img.pixels.max()),
+            "default_window": img.default_window, "spacing": img.spacing, "metadata": img.metadata,
+        }, indent=1, default=str))
+    return status
+
+
+def cmd_models(args) -> int:
+    from .registry import list_models
+
+    cards = list_models()
+    if args.json:
+        print(json.dumps([c.to_dict() | {"calibration": None, "latent": None} for c in cards], indent=1))
+        return 0
+    print(f"{'name':<22}{'kind':<6}{'d':>5}{'size':>6}  {'image AUROC':>11}  {'H_gauss (nats)':>14}  description")
+    for c in cards:
+        auroc = c.metrics.get("reconstruction", {}).get("image_auroc")
+        ent = c.latent.get("entropy_gaussian_nats")
+        print(f"{c.name:<22}{c.kind:<6}{c.latent_dim:>5}{c.architecture.image_size:>6}  "
+              f"{'' if auroc is None else f'{auroc:.3f}':>11}  {'' if ent is None else f'{ent:.1f}':>14}  "
+              f"{c.description}")
+    return 0
+
+
+def cmd_score(args) -> int:
+    from tqdm.auto import tqdm
+
+    from .analysis import analyze
+    from .io import read_image
+    from .plotting import overlay_rgb
+    from .registry import load_model
+
+    loaded = load_model(args.model, device=args.device)
+    img = read_image(args.file)
+    indices = _parse_indices(args.slices) or list(range(img.n_slices))
+    results = []
+    out = Path(args.out) if args.out else None
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+    for start in tqdm(range(0, len(indices), 32), desc="scoring", unit="batch", disable=len(indices) <= 32):
+        chunk = indices[start: start + 32]
+        res = analyze(img.pixels, loaded, mode=args.mode, slice_indices=chunk)
+        results.extend(res.records())
+        if out:
+            from PIL import Image as PILImage
+
+            for i, idx in enumerate(res.slice_indices):
+                rgb = overlay_rgb(res.inputs[i], res.maps[i], vmax=res.display_max, alpha=0.5,
+                                  outline=res.outline_mask(i))
+                PILImage.fromarray(rgb).save(out / f"{Path(img.name).stem}_slice{idx:03d}_{args.mode}.png")
+    payload = {"file": img.name, "model": loaded.name, "mode": args.mode, "device": str(loaded.device),
+               "volume_score": max(r["score"] for r in results),
+               "volume_above_threshold": any(r["above_threshold"] for r in results), "slices": results}
+    text = json.dumps(payload, indent=1)
+    if out:
+        (out / f"{Path(img.name).stem}_{args.mode}.json").write_text(text)
+        print(f"wrote {out}")
+    else:
+        print(text)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .data import load_dataset
+    from .evaluation import evaluate_all_modes, save_evaluation
+    from .registry import load_model
+
+    loaded = load_model(args.model, device=args.device)
+    dataset = load_dataset(args.data)
+    if dataset.test is None or not len(dataset.test.images):
+        raise Ae4adError(f"{args.data}: the dataset has no test split with labels to evaluate on.")
+    results = evaluate_all_modes(loaded, dataset.test)
+    summary = {m: {k: v for k, v in r.to_dict().items() if k != "curves"} for m, r in results.items()}
+    print(json.dumps(summary, indent=1))
+    if args.out:
+        for p in save_evaluation(results, Path(args.out)):
+            print(f"wrote {p}")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from .sweep import SweepConfig, run_sweep
+
+    seeds = tuple(range(args.seeds)) if args.seeds.isdigit() else tuple(_parse_indices(args.seeds.strip("[]")))
+    config = SweepConfig(
+        data=args.data, dims=tuple(_parse_indices(args.d)), seeds=seeds, epochs=args.epochs, kind=args.kind,
+        image_size=args.size, out=Path(args.out), jobs=args.jobs, device=args.device,
+        extra_args=tuple(args.train_args or ()),
+    )
+    summary = run_sweep(config)
+    print(json.dumps({k: v for k, v in summary.items() if k != "rows"}, indent=1))
+    print(f"wrote {Path(args.out) / 'sweep.csv'}, sweep.json, sweep.png")
+    return 0
+
+
+def cmd_build_demo(args) -> int:
+    from .demo_build import build_demo_dataset
+
+    summary = build_demo_dataset(Path(args.out), seed=args.seed)
+    print(json.dumps(summary, indent=1, default=str))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ae4ad", description="Autoencoder anomaly detection for medical images.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("info", help="describe image files (de-identified)")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--identifiers", action="store_true", help="include patient identifiers (off by default)")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("models", help="list the registry")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("score", help="score an image file: maps as PNG, scores as JSON")
+    p.add_argument("file")
+    p.add_argument("--model", required=True)
+    p.add_argument("--mode", default="reconstruction", choices=["reconstruction", "kl", "combined"])
+    p.add_argument("--slices", default=None, help="e.g. 3,4,10-12 (default: all)")
+    p.add_argument("--out", default=None, help="folder for PNG maps and the JSON result")
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=cmd_score)
+
+    sub.add_parser("train", help="train, calibrate and register a model", add_help=False)
+
+    p = sub.add_parser("evaluate", help="evaluate a model on a labelled test split")
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", default="demo")
+    p.add_argument("--out", default=None)
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("sweep", help="AE4AD latent-size sweep with latent entropy (resumable)")
+    p.add_argument("--data", default="demo")
+    p.add_argument("--d", default="1,2,4,8,16,32,64,128", help="latent sizes, e.g. 1,2,4,8")
+    p.add_argument("--seeds", default="3", help="number of seeds (N) or a list like [0,1]")
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--kind", default="ae", choices=["ae", "vae", "rdae"])
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--out", default="runs/sweep")
+    p.add_argument("--jobs", type=int, default=1, help="runs trained in parallel (subprocesses)")
+    p.add_argument("--device", default=None)
+    p.add_argument("train_args", nargs="*", help="extra arguments for 'ae4ad train' after --")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("data", help="dataset tools")
+    dsub = p.add_subparsers(dest="data_command", required=True)
+    q = dsub.add_parser("build-demo", help="rebuild assets/demo/demo.npz from brains shipped in packages")
+    q.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "assets" / "demo" / "demo.npz"))
+    q.add_argument("--seed", type=int, default=0)
+    q.set_defaults(func=cmd_build_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] == "train":
+            from .training import main as train_main
+
+            return train_main(argv[1:])
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except (Ae4adError, IndexError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
