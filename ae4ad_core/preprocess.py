@@ -177,7 +177,7 @@ def prepare_slices(
     """
     out, geoms = [], []
     for s in slices:
-        t = torch.as_tensor(np.asarray(s, dtype=np.float32) if not torch.is_tensor(s) else s)
+        t = torch.as_tensor(np.array(s, dtype=np.float32, copy=True) if not torch.is_tensor(s) else s)
         t = t.to(device=device, dtype=torch.float32)
         if t.ndim != 2:
             raise ValueError(f"Expected a 2D slice, got shape {tuple(t.shape)}.")
