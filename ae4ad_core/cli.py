@@ -133,7 +133,7 @@ def cmd_evaluate(args) -> int:
 def cmd_sweep(args) -> int:
     from .sweep import SweepConfig, run_sweep
 
-    seeds = tuple(range(args.seeds)) if args.seeds.isdigit() else tuple(_parse_indices(args.seeds.strip("[]")))
+    seeds = tuple(range(int(args.seeds))) if args.seeds.isdigit() else tuple(_parse_indices(args.seeds.strip("[]")))
     config = SweepConfig(
         data=args.data, dims=tuple(_parse_indices(args.d)), seeds=seeds, epochs=args.epochs, kind=args.kind,
         image_size=args.size, out=Path(args.out), jobs=args.jobs, device=args.device,
