@@ -7,6 +7,7 @@ Commands::
     ae4ad models                          the registry (shipped zoo + user models)
     ae4ad train ...                       train, calibrate and register (see ``ae4ad train -h``)
     ae4ad evaluate --model M --data demo|PATH [--out DIR]
+    ae4ad screen PATH --model M --out results.csv|.parquet   (resumable; torchrun-shardable)
     ae4ad sweep --data demo --d 1,2,4 --seeds 3 --epochs E [--jobs N] [--out DIR]
     ae4ad data build-demo [--out PATH]    rebuild the demo dataset from packaged brains
 
@@ -61,6 +62,9 @@ def cmd_models(args) -> int:
     from .registry import list_models
 
     cards = list_models()
+    if args.markdown:
+        print(zoo_markdown_table(cards))
+        return 0
     if args.json:
         print(json.dumps([c.to_dict() | {"calibration": None, "latent": None} for c in cards], indent=1))
         return 0
@@ -72,6 +76,29 @@ def cmd_models(args) -> int:
               f"{'' if auroc is None else f'{auroc:.3f}':>11}  {'' if ent is None else f'{ent:.1f}':>14}  "
               f"{c.description}")
     return 0
+
+
+def zoo_markdown_table(cards) -> str:
+    """The zoo's evaluation table (demo test split) in Markdown, one row per model and scoring mode."""
+
+    def f(v, pct=True):
+        return "" if v is None else (f"{100 * v:.1f}" if pct else f"{v:.1f}")
+
+    lines = [
+        "| model | mode | image AUROC | image AP | pixel AP | best Dice | calibrated Dice | latent entropy "
+        "(Gaussian, nats) | effective dim | score vs anatomy (Spearman) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in cards:
+        for mode, m in c.metrics.items():
+            rho = m.get("anatomy_correlation")
+            lines.append(
+                f"| {c.name} | {mode} | {f(m.get('image_auroc'))} | {f(m.get('image_ap'))} | {f(m.get('pixel_ap'))} "
+                f"| {f(m.get('best_dice'))} | {f(m.get('calibrated_dice'))} "
+                f"| {f(c.latent.get('entropy_gaussian_nats'), False)} | {f(c.latent.get('effective_dim'), False)} "
+                f"| {'' if rho is None else f'{rho:+.2f}'} |"
+            )
+    return "\n".join(lines)
 
 
 def cmd_score(args) -> int:
@@ -164,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list the registry")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--markdown", action="store_true", help="the evaluation table (as in the README)")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("score", help="score an image file: maps as PNG, scores as JSON")
@@ -176,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_score)
 
     sub.add_parser("train", help="train, calibrate and register a model", add_help=False)
+    sub.add_parser("screen", help="score a folder tree of files into CSV/Parquet (resumable)", add_help=False)
 
     p = sub.add_parser("evaluate", help="evaluate a model on a labelled test split")
     p.add_argument("--model", required=True)
@@ -213,6 +242,10 @@ def main(argv: list[str] | None = None) -> int:
             from .training import main as train_main
 
             return train_main(argv[1:])
+        if argv and argv[0] == "screen":
+            from .screening import main as screen_main
+
+            return screen_main(argv[1:])
         args = build_parser().parse_args(argv)
         return args.func(args)
     except (Ae4adError, IndexError) as exc:
