@@ -1,0 +1,641 @@
+"""Screen an archive: score every slice of every file under some folders, resumably, on one or many processes.
+
+``screen(paths, model, out=Path("results.csv"))`` walks the paths recursively (sorted by relative path, hidden
+files and folders skipped), decodes and preprocesses each file inside a :class:`torch.utils.data.DataLoader`
+(``num_workers`` processes decode while the main process scores), scores the slices in batches of
+``batch_size`` with :func:`ae4ad_core.scoring.score_batch` on the model's fused inference copy, and writes one
+row per slice:
+
+``file`` (path relative to the scanned folder), ``slice``, ``score``, ``threshold``, ``above_threshold``,
+``percentile`` (of the score among the model's normal validation images), ``model``, ``mode``, ``error``.
+
+A file that cannot be read or scored gives one row with ``slice``, ``score`` and ``above_threshold`` empty and
+the one-line reason in ``error``; it never stops the run. Each file is read on its own (``read_image``): the
+slices of a DICOM series spread over several files are scored file by file, and the volume-level verdict is the
+maximum over the rows of its files.
+
+Output and resumption
+---------------------
+The output format follows the suffix of ``out``: ``.csv`` or ``.parquet``. Completed files are written every
+``chunk_size`` files as a *part* file (CSV) in the hidden folder ``.<out name>.parts`` next to ``out``; each part
+is written to a temporary name and renamed, so a part is either complete or absent. At the end the previous
+output, every part and nothing else are merged, sorted by ``(file, slice)``, written to a temporary file and
+atomically renamed onto ``out``; the parts folder is then removed. So:
+
+* a killed run leaves the previous ``out`` untouched (or no ``out``), plus the parts of the chunks it finished;
+* with ``resume=True`` (the default) files found in ``out`` *or* in a part are skipped, so the next run only
+  scores what is missing (files that failed are not retried; rerun with ``resume=False`` to redo everything);
+* resuming with another model or mode than the one recorded in ``out`` is refused.
+
+Several processes
+-----------------
+Under ``torchrun --nproc_per_node=N -m ae4ad_core.screening PATH --model M --out results.csv`` the process group
+is initialised (NCCL on CUDA, gloo on CPU) and rank ``r`` of ``N`` scores ``files[r::N]`` of the full sorted list
+(skipping its files that are already done), so the shard of a file never depends on what an earlier run did.
+Every rank writes its own parts; after a barrier rank 0 merges. One process is the same code with ``N = 1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .analysis import calibration_of
+from .errors import Ae4adError, ModelCardError
+from .io import read_image
+from .preprocess import PreprocessConfig, prepare_slices
+from .registry import LoadedModel, load_model
+from .scoring import check_mode, score_batch
+
+__all__ = ["COLUMNS", "ScreenSummary", "find_files", "screen", "read_results", "build_parser", "main"]
+
+COLUMNS = ("file", "slice", "score", "threshold", "above_threshold", "percentile", "model", "mode", "error")
+"""Columns of a screening output, in order."""
+
+_WRITERS = (".csv", ".parquet")
+
+
+@dataclass(frozen=True)
+class ScreenSummary:
+    """What a :func:`screen` run did.
+
+    Attributes
+    ----------
+    out : Path
+        The merged output file.
+    model, mode : str
+    n_files : int
+        Files found under the paths.
+    n_skipped : int
+        Files already in the output (or in parts of an interrupted run) and not scored again.
+    n_processed : int
+        Files read and scored by this run (all ranks), failures included.
+    n_rows, n_errors, n_above : int
+        Totals of the whole output: slice rows, files that failed, slices above the threshold.
+    seconds : float
+        Wall time of this run.
+    files_per_second : float
+        ``n_processed / seconds``.
+    decode_seconds, preprocess_seconds, score_seconds : float
+        Time spent reading files, preprocessing slices and scoring batches, summed over ranks and DataLoader
+        workers (with workers these overlap with the wall time).
+    world_size : int
+    """
+
+    out: Path
+    model: str
+    mode: str
+    n_files: int
+    n_skipped: int
+    n_processed: int
+    n_rows: int
+    n_errors: int
+    n_above: int
+    seconds: float
+    files_per_second: float
+    decode_seconds: float
+    preprocess_seconds: float
+    score_seconds: float
+    world_size: int
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["out"] = str(self.out)
+        return d
+
+
+# ------------------------------------------------------------------------------------------------ files
+
+
+def find_files(
+    paths: str | os.PathLike | Sequence[str | os.PathLike], *, exclude: Iterable[Path] = ()
+) -> list[tuple[Path, str]]:
+    """Every file under ``paths``, as ``(path, key)`` sorted by ``key``.
+
+    ``key`` is the POSIX path relative to the common folder of the inputs (for a single folder: relative to it;
+    for a single file: its name). Hidden files and folders (names starting with ``.``) and the paths in
+    ``exclude`` (and anything below them) are skipped.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    roots = [Path(p).resolve() for p in paths]
+    if not roots:
+        raise ValueError("No path to screen was given.")
+    for root in roots:
+        if not root.exists():
+            raise FileNotFoundError(f"{root}: no such file or folder.")
+    excluded = [Path(e).resolve() for e in exclude]
+    base = Path(os.path.commonpath([r if r.is_dir() else r.parent for r in roots]))
+
+    def skip(p: Path) -> bool:
+        return any(p == e or e in p.parents for e in excluded)
+
+    found: dict[str, Path] = {}
+    for root in roots:
+        if root.is_file():
+            if not skip(root):
+                found[root.relative_to(base).as_posix()] = root
+            continue
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            for fname in filenames:
+                p = Path(dirpath) / fname
+                if fname.startswith(".") or skip(p) or not p.is_file():
+                    continue
+                found[p.relative_to(base).as_posix()] = p
+    return [(found[k], k) for k in sorted(found)]
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if isinstance(exc, Ae4adError):
+        return text or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+@dataclass(frozen=True)
+class _Item:
+    key: str
+    x: torch.Tensor | None
+    error: str
+    decode_seconds: float
+    preprocess_seconds: float
+
+
+class _FileSlices(torch.utils.data.Dataset):
+    """Decodes and preprocesses one file per item; a failure becomes an item with ``error`` set."""
+
+    def __init__(self, files: list[tuple[Path, str]], preprocessing: PreprocessConfig) -> None:
+        self.files = files
+        self.preprocessing = preprocessing
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> _Item:
+        path, key = self.files[index]
+        t0 = time.perf_counter()
+        try:
+            image = read_image(path, name=key)
+        except Exception as exc:  # noqa: BLE001 - a bad file is a row, never the end of the run
+            return _Item(key, None, _one_line(exc), time.perf_counter() - t0, 0.0)
+        t1 = time.perf_counter()
+        try:
+            x, _ = prepare_slices(image.pixels, self.preprocessing)
+        except Exception as exc:  # noqa: BLE001
+            return _Item(
+                key,
+                None,
+                f"{key}: preprocessing failed ({_one_line(exc)})",
+                t1 - t0,
+                time.perf_counter() - t1,
+            )
+        return _Item(key, x, "", t1 - t0, time.perf_counter() - t1)
+
+
+def _identity(item):
+    return item
+
+
+def _worker_init(_worker_id: int) -> None:
+    torch.set_num_threads(1)
+
+
+# ------------------------------------------------------------------------------------------------ tables
+
+
+def _empty() -> pd.DataFrame:
+    return _normalise(pd.DataFrame({c: [] for c in COLUMNS}))
+
+
+def _normalise(df: pd.DataFrame) -> pd.DataFrame:
+    """Columns in order with stable dtypes (so CSV and Parquet round trips compare equal)."""
+    df = df.reindex(columns=list(COLUMNS))
+    out = pd.DataFrame(
+        {
+            "file": df["file"].astype(str),
+            "slice": pd.to_numeric(df["slice"], errors="coerce").astype("Int64"),
+            "score": pd.to_numeric(df["score"], errors="coerce").astype("float64"),
+            "threshold": pd.to_numeric(df["threshold"], errors="coerce").astype("float64"),
+            "above_threshold": df["above_threshold"]
+            .map(
+                lambda v: (
+                    pd.NA
+                    if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v))
+                    else str(v).lower() in ("true", "1")
+                )
+            )
+            .astype("boolean"),
+            "percentile": pd.to_numeric(df["percentile"], errors="coerce").astype("float64"),
+            "model": df["model"].fillna("").astype(str),
+            "mode": df["mode"].fillna("").astype(str),
+            "error": df["error"].fillna("").astype(str),
+        }
+    )
+    return out.reset_index(drop=True)
+
+
+def read_results(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a screening output (CSV or Parquet, by suffix) with the dtypes :func:`screen` writes."""
+    path = Path(path)
+    suffix = _suffix(path)
+    if suffix == ".parquet":
+        df = pd.read_parquet(path)
+    else:
+        df = pd.read_csv(
+            path,
+            dtype={"file": str, "model": str, "mode": str, "error": str},
+            keep_default_na=False,
+            na_values={
+                "slice": [""],
+                "score": [""],
+                "percentile": [""],
+                "threshold": [""],
+                "above_threshold": [""],
+            },
+        )
+    return _normalise(df)
+
+
+def _suffix(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in _WRITERS:
+        raise ValueError(f"{path.name}: the output must end in .csv or .parquet.")
+    return suffix
+
+
+def _write_atomic(df: pd.DataFrame, path: Path) -> None:
+    """Write ``df`` next to ``path`` under a temporary name, then rename it onto ``path``."""
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        if _suffix(path) == ".parquet":
+            df.to_parquet(tmp, index=False)
+        else:
+            df.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _parts_dir(out: Path) -> Path:
+    return out.parent / f".{out.name}.parts"
+
+
+def _read_previous(out: Path) -> pd.DataFrame:
+    frames = [read_results(out)] if out.is_file() else []
+    parts = _parts_dir(out)
+    if parts.is_dir():
+        frames += [read_results(p) for p in sorted(parts.glob("*.csv"))]
+    return pd.concat(frames, ignore_index=True) if frames else _empty()
+
+
+def _check_same_run(previous: pd.DataFrame, model: str, mode: str, out: Path) -> None:
+    for column, value in (("model", model), ("mode", mode)):
+        seen = set(previous.loc[previous[column] != "", column])
+        if seen - {value}:
+            raise Ae4adError(
+                f"{out.name} holds results of {column} {sorted(seen)[0]!r}, not {value!r}: pass another --out, "
+                "or resume=False (--no-resume) to start again."
+            )
+
+
+# ------------------------------------------------------------------------------------------------ distributed
+
+
+def _dist_info() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        torch.distributed.barrier()
+
+
+def _all_sum(values: list[float], world: int) -> list[float]:
+    if world == 1:
+        return values
+    dev = (
+        torch.device("cuda", torch.cuda.current_device())
+        if torch.distributed.get_backend() == "nccl"
+        else torch.device("cpu")
+    )
+    t = torch.tensor(values, dtype=torch.float64, device=dev)
+    torch.distributed.all_reduce(t)
+    return t.cpu().tolist()
+
+
+# ------------------------------------------------------------------------------------------------ screening
+
+
+class _Scorer:
+    """Accumulates preprocessed slices of several files and scores them in fixed-size batches."""
+
+    def __init__(self, loaded: LoadedModel, mode: str, batch_size: int) -> None:
+        cal = calibration_of(loaded)
+        if mode not in cal.modes:
+            raise ModelCardError(f"{loaded.card.name}: mode {mode!r} was not calibrated.")
+        self.loaded, self.mode, self.batch_size = loaded, mode, batch_size
+        self.kl_gradient_scale = cal.kl_gradient_scale
+        self.calibration = cal.modes[mode]
+        self.queue: list[tuple[str, int, torch.Tensor]] = []  # (key, slice, (1, S, S))
+        self.queued = 0
+        self.rows: dict[str, list[dict]] = {}
+        self.remaining: dict[str, int] = {}
+        self.seconds = 0.0
+
+    def add(self, key: str, x: torch.Tensor) -> None:
+        self.remaining[key] = len(x)
+        self.rows[key] = []
+        for i in range(len(x)):
+            self.queue.append((key, i, x[i]))
+        self.queued += len(x)
+
+    def ready(self, *, final: bool = False) -> list[dict]:
+        """Score full batches (and the rest when ``final``); return the rows of files now complete."""
+        done: list[dict] = []
+        while self.queue and (final or len(self.queue) >= self.batch_size):
+            batch, self.queue = self.queue[: self.batch_size], self.queue[self.batch_size :]
+            done += self._score(batch)
+        return done
+
+    def _score(self, batch: list[tuple[str, int, torch.Tensor]]) -> list[dict]:
+        t0 = time.perf_counter()
+        x = torch.stack([t for _, _, t in batch]).to(self.loaded.device)
+        res = score_batch(self.loaded.inference, x, mode=self.mode, kl_gradient_scale=self.kl_gradient_scale)
+        scores = res.scores.float().cpu().numpy().astype(np.float64)
+        self.seconds += time.perf_counter() - t0
+        percentiles = self.calibration.percentile(scores)
+        threshold = self.calibration.threshold
+        complete: list[dict] = []
+        for (key, index, _), score, pct in zip(batch, scores, percentiles, strict=True):
+            self.rows[key].append(
+                {
+                    "file": key,
+                    "slice": index,
+                    "score": float(score),
+                    "threshold": threshold,
+                    "above_threshold": bool(score > threshold),
+                    "percentile": float(pct),
+                    "model": self.loaded.card.name,
+                    "mode": self.mode,
+                    "error": "",
+                }
+            )
+            self.remaining[key] -= 1
+            if self.remaining[key] == 0:
+                complete += self.rows.pop(key)
+                del self.remaining[key]
+        return complete
+
+
+def _error_row(key: str, error: str, model: str, mode: str) -> dict:
+    return {
+        "file": key,
+        "slice": None,
+        "score": None,
+        "threshold": None,
+        "above_threshold": None,
+        "percentile": None,
+        "model": model,
+        "mode": mode,
+        "error": error,
+    }
+
+
+def screen(
+    paths: str | os.PathLike | Sequence[str | os.PathLike],
+    loaded_or_name: LoadedModel | str | os.PathLike,
+    *,
+    out: str | os.PathLike,
+    mode: str = "reconstruction",
+    batch_size: int = 64,
+    num_workers: int = 0,
+    resume: bool = True,
+    chunk_size: int = 256,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> ScreenSummary:
+    """Score every slice of every file under ``paths`` and write the rows to ``out`` (see the module notes).
+
+    Parameters
+    ----------
+    paths : path or sequence of paths
+        Folders (searched recursively) and/or files.
+    loaded_or_name : LoadedModel, registry name or model folder
+    out : path
+        ``.csv`` or ``.parquet`` output; replaced atomically at the end.
+    mode : {"reconstruction", "kl", "combined"}
+    batch_size : int
+        Slices per scoring batch.
+    num_workers : int
+        DataLoader worker processes decoding and preprocessing files (0: in the main process).
+    resume : bool
+        Skip files already in ``out`` or in the parts of an interrupted run; ``False`` starts from scratch.
+    chunk_size : int
+        Completed files per part file (the work a killed run can lose is at most one chunk per rank).
+    device : str or torch.device, optional
+        Where to score when a name is given (default: the best available).
+    progress : bool
+        Show a tqdm bar (rank 0).
+
+    Returns
+    -------
+    ScreenSummary
+        On every rank, after the output is merged.
+    """
+    from tqdm.auto import tqdm
+
+    t_start = time.perf_counter()
+    if batch_size < 1 or chunk_size < 1:
+        raise ValueError(f"batch_size and chunk_size must be >= 1, got {batch_size}, {chunk_size}.")
+    out = Path(out).resolve()
+    _suffix(out)
+    rank, world = _dist_info()
+    loaded = (
+        loaded_or_name
+        if isinstance(loaded_or_name, LoadedModel)
+        else load_model(loaded_or_name, device=device)
+    )
+    name = loaded.card.name
+    check_mode(loaded.inference, mode, model_name=f"model {name!r}")
+    scorer = _Scorer(loaded, mode, batch_size)
+    parts = _parts_dir(out)
+
+    files = find_files(paths, exclude=[out, parts])
+    if not resume and rank == 0:
+        shutil.rmtree(parts, ignore_errors=True)
+    _barrier(world)
+    previous = _read_previous(out) if resume else _empty()
+    _check_same_run(previous, name, mode, out)
+    done = set(previous["file"])
+    mine = [f for f in files[rank::world] if f[1] not in done]
+    n_skipped = sum(1 for _, key in files if key in done)
+
+    token = uuid.uuid4().hex[:8]
+    seq = 0
+    pending: list[dict] = []
+    pending_files = 0
+
+    def flush() -> None:
+        nonlocal seq, pending, pending_files
+        if not pending:
+            return
+        parts.mkdir(parents=True, exist_ok=True)
+        _write_atomic(_normalise(pd.DataFrame(pending)), parts / f"r{rank:03d}-{token}-{seq:06d}.csv")
+        seq += 1
+        pending, pending_files = [], 0
+
+    def collect(rows: list[dict]) -> None:
+        nonlocal pending_files
+        pending.extend(rows)
+        pending_files += len({r["file"] for r in rows})
+        if pending_files >= chunk_size:
+            flush()
+
+    decode_s = prep_s = 0.0
+    loader = torch.utils.data.DataLoader(
+        _FileSlices(mine, loaded.card.preprocessing),
+        batch_size=None,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=_identity,
+        worker_init_fn=_worker_init if num_workers else None,
+    )
+    bar = tqdm(
+        total=len(mine), desc=f"screen {name} ({mode})", unit="file", disable=not progress or rank != 0
+    )
+    for item in loader:
+        decode_s += item.decode_seconds
+        prep_s += item.preprocess_seconds
+        if item.error:
+            collect([_error_row(item.key, item.error, name, mode)])
+        else:
+            scorer.add(item.key, item.x)
+            collect(scorer.ready())
+        bar.update(1)
+    collect(scorer.ready(final=True))
+    flush()
+    bar.close()
+
+    n_processed, decode_s, prep_s, score_s = _all_sum([len(mine), decode_s, prep_s, scorer.seconds], world)
+    _barrier(world)
+    if rank == 0:
+        merged = _read_previous(out) if resume else _read_parts_only(parts)
+        merged = merged.drop_duplicates(subset=["file", "slice"], keep="last")
+        merged = merged.sort_values(["file", "slice"], na_position="first", kind="mergesort")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomic(merged.reset_index(drop=True), out)
+        shutil.rmtree(parts, ignore_errors=True)
+    _barrier(world)
+    final = read_results(out)
+    seconds = time.perf_counter() - t_start
+    return ScreenSummary(
+        out=out,
+        model=name,
+        mode=mode,
+        n_files=len(files),
+        n_skipped=n_skipped,
+        n_processed=int(n_processed),
+        n_rows=int(final["slice"].notna().sum()),
+        n_errors=int((final["error"] != "").sum()),
+        n_above=int(final["above_threshold"].fillna(False).sum()),
+        seconds=seconds,
+        files_per_second=n_processed / max(seconds, 1e-9),
+        decode_seconds=decode_s,
+        preprocess_seconds=prep_s,
+        score_seconds=score_s,
+        world_size=world,
+    )
+
+
+def _read_parts_only(parts: Path) -> pd.DataFrame:
+    frames = [read_results(p) for p in sorted(parts.glob("*.csv"))] if parts.is_dir() else []
+    return pd.concat(frames, ignore_index=True) if frames else _empty()
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Arguments of ``ae4ad screen`` and ``python -m ae4ad_core.screening``."""
+    p = argparse.ArgumentParser(
+        prog="ae4ad screen",
+        description="Score every slice of every file under folders; resumable; shards across torchrun ranks.",
+    )
+    p.add_argument("paths", nargs="+", help="folders (searched recursively) or files")
+    p.add_argument("--model", required=True, help="registry name or model folder")
+    p.add_argument("--out", required=True, help="output table: .csv or .parquet")
+    p.add_argument("--mode", default="reconstruction", choices=["reconstruction", "kl", "combined"])
+    p.add_argument("--batch-size", type=int, default=64, help="slices per scoring batch")
+    p.add_argument("--num-workers", type=int, default=0, help="DataLoader processes decoding files")
+    p.add_argument("--chunk-size", type=int, default=256, help="files per resumable part")
+    p.add_argument("--no-resume", dest="resume", action="store_false", help="score everything again")
+    p.add_argument("--device", default=None, help="cuda, cpu, mps (default: best available)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; under ``torchrun`` (``WORLD_SIZE`` > 1) it initialises the process group first.
+
+    Prints the :class:`ScreenSummary` as JSON (rank 0). Errors caused by the input are printed as one line,
+    exit status 2.
+    """
+    import sys
+
+    args = build_parser().parse_args(argv)
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not (
+        torch.distributed.is_available() and torch.distributed.is_initialized()
+    )
+    device = args.device
+    if distributed:
+        use_cuda = torch.cuda.is_available() and (device is None or str(device).startswith("cuda"))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if use_cuda:
+            torch.cuda.set_device(local)
+            device = f"cuda:{local}"
+        else:
+            local_world = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+        torch.distributed.init_process_group(backend="nccl" if use_cuda else "gloo")
+    rank = _dist_info()[0]
+    try:
+        summary = screen(
+            args.paths,
+            args.model,
+            out=args.out,
+            mode=args.mode,
+            batch_size=args.batch_size,
+            num_workers=args.num_workers,
+            resume=args.resume,
+            chunk_size=args.chunk_size,
+            device=device,
+            progress=not args.quiet,
+        )
+    except (Ae4adError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    finally:
+        if distributed:
+            torch.distributed.destroy_process_group()
+    if rank == 0:
+        print(json.dumps(summary.to_dict(), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,189 @@
+"""End-to-end archive screening throughput on 512 x 512 CT DICOM slices: files per second and where the time goes.
+
+Writes ``--files`` synthetic CT slices (512 x 512 int16, Rescale Slope 1 / Intercept -1024, Explicit VR Little
+Endian, a body-like ellipse with organs and noise) into a temporary folder, then runs
+:func:`ae4ad_core.screening.screen` on them (decode -> preprocess -> score -> CSV) for each ``--num-workers``
+value, and prints one JSON object: files/s, and the shares of decoding (pydicom + Modality LUT), preprocessing
+(intensity scaling + resize to the model size) and scoring (batched forward pass) in the summed stage times.
+
+The model is ``--model`` (registry name or folder), else the app's default model from the registry; without
+any model, a 1-epoch AE (d = 16, 64 px) is trained on synthetic slices first (its weights do not matter for
+speed: the architecture does).
+
+    python benchmarks/screen_throughput.py [--files 200] [--num-workers 0,2] [--batch-size 64] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from ae4ad_core.screening import screen  # noqa: E402
+
+
+def ct_slice(rng: np.random.Generator, size: int = 512) -> np.ndarray:
+    """A CT-like slice in stored values (HU + 1024): air, a body ellipse, a few organs, bone ring, noise."""
+    yy, xx = np.mgrid[0:size, 0:size] / (size - 1) * 2 - 1
+    hu = np.full((size, size), -1000.0)
+    a, b = rng.uniform(0.75, 0.9), rng.uniform(0.55, 0.7)
+    body = (xx / a) ** 2 + (yy / b) ** 2 < 1
+    hu[body] = 40.0
+    hu[body & ((xx / a) ** 2 + (yy / b) ** 2 > 0.85)] = 700.0
+    for _ in range(4):
+        cx, cy, r = rng.uniform(-0.4, 0.4), rng.uniform(-0.3, 0.3), rng.uniform(0.05, 0.2)
+        hu[(xx - cx) ** 2 + (yy - cy) ** 2 < r * r] = rng.uniform(-100, 200)
+    hu += rng.normal(0, 12, hu.shape)
+    return np.clip(hu + 1024, 0, 4095).astype(np.int16)
+
+
+def write_ct_dicom(path: Path, pixels: np.ndarray, index: int, series_uid: str) -> None:
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.SeriesInstanceUID, ds.InstanceNumber = "CT", series_uid, index + 1
+    ds.ImagePositionPatient = [0.0, 0.0, float(index)]
+    ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    ds.PixelSpacing, ds.SliceThickness = [0.7, 0.7], 1.0
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
+    ds.WindowCenter, ds.WindowWidth = 40, 400
+    ds.PixelData = pixels.astype("<i2").tobytes()
+    ds.save_as(path, enforce_file_format=True)
+
+
+def make_archive(folder: Path, n: int, seed: int = 0) -> float:
+    """Write ``n`` slices (in 4 series folders); returns the seconds it took."""
+    from pydicom.uid import generate_uid
+
+    rng = np.random.default_rng(seed)
+    t0 = time.perf_counter()
+    series = [generate_uid() for _ in range(4)]
+    for i in range(n):
+        sub = folder / f"series{i % 4}"
+        sub.mkdir(parents=True, exist_ok=True)
+        write_ct_dicom(sub / f"IM{i:05d}", ct_slice(rng), i // 4, series[i % 4])
+    return time.perf_counter() - t0
+
+
+def pick_model(name: str | None, scratch: Path) -> str:
+    from ae4ad_core.display import default_model_name
+    from ae4ad_core.registry import list_models
+
+    if name:
+        return name
+    default = default_model_name(list_models())
+    if default:
+        return default
+    from types import SimpleNamespace
+
+    from ae4ad_core.training import TrainConfig, train_and_register
+
+    rng = np.random.default_rng(1)
+    images = np.stack([ct_slice(rng, 128).astype(np.float32) - 1024 for _ in range(48)])
+    split = SimpleNamespace(labels=np.zeros(24, int), subjects=np.array(["s"] * 24))
+    data = SimpleNamespace(
+        train=SimpleNamespace(images=images[:24], **vars(split)),
+        val=SimpleNamespace(images=images[24:], **vars(split)),
+        test=None,
+        description="synthetic CT (benchmark)",
+    )
+    path = train_and_register(
+        TrainConfig(latent_dim=16, image_size=64, epochs=1),
+        data,
+        name="bench-ae-d16",
+        root=scratch / "models",
+        progress=False,
+        evaluate_test=False,
+    )
+    return str(path)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--files", type=int, default=200)
+    p.add_argument("--num-workers", default="0,2", help="comma-separated DataLoader worker counts to try")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--model", default=None)
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="ae4ad-bench-") as tmp:
+        tmp = Path(tmp)
+        write_seconds = make_archive(tmp / "archive", args.files)
+        model = pick_model(args.model, tmp)
+        from ae4ad_core.registry import load_model
+
+        loaded = load_model(model, device=args.device)
+        screen(
+            tmp / "archive" / "series0", loaded, out=tmp / "warmup.csv", progress=False
+        )  # first-call costs
+        runs = []
+        for workers in [int(w) for w in args.num_workers.split(",")]:
+            s = screen(
+                tmp / "archive",
+                loaded,
+                out=tmp / f"out-{workers}.csv",
+                batch_size=args.batch_size,
+                num_workers=workers,
+                resume=False,
+                progress=False,
+            )
+            stages = s.decode_seconds + s.preprocess_seconds + s.score_seconds
+            runs.append(
+                {
+                    "num_workers": workers,
+                    "files": s.n_processed,
+                    "errors": s.n_errors,
+                    "seconds": round(s.seconds, 3),
+                    "files_per_second": round(s.files_per_second, 2),
+                    "decode_share": round(s.decode_seconds / stages, 3),
+                    "preprocess_share": round(s.preprocess_seconds / stages, 3),
+                    "score_share": round(s.score_seconds / stages, 3),
+                    "decode_ms_per_file": round(1000 * s.decode_seconds / s.n_processed, 2),
+                    "preprocess_ms_per_file": round(1000 * s.preprocess_seconds / s.n_processed, 2),
+                    "score_ms_per_file": round(1000 * s.score_seconds / s.n_processed, 2),
+                }
+            )
+    result = {
+        "benchmark": "screen_throughput",
+        "input": f"{args.files} synthetic CT DICOM slices, 512x512 int16, uncompressed",
+        "model": loaded.card.name,
+        "model_input": f"{loaded.card.architecture.image_size} px, {loaded.card.kind} d={loaded.card.latent_dim}",
+        "device": str(loaded.device),
+        "batch_size": args.batch_size,
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "write_seconds": round(write_seconds, 2),
+        "runs": runs,
+        "note": "shares are of the summed stage times (decode + preprocess + score); with workers, decoding and "
+        "preprocessing overlap scoring, so files_per_second is the end-to-end figure.",
+    }
+    print(json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""Archive screening: recursive discovery, per-file errors as rows, resumption, a killed run, Parquet, the CLI and
+a 2-process torchrun run that gives the same rows as one process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from _fixtures_io import dicom_bytes, nifti_bytes, png_bytes
+
+from ae4ad_core import screening
+from ae4ad_core.errors import Ae4adError
+from ae4ad_core.screening import COLUMNS, find_files, main, read_results, screen
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _archive(root: Path, *, seed: int = 0, extra: int = 0) -> Path:
+    """Good, bad and nested files: PNG, DICOM, a 3-slice NIfTI, random bytes, an empty file, a hidden file."""
+    rng = np.random.default_rng(seed)
+    (root / "sub" / "deep").mkdir(parents=True, exist_ok=True)
+    (root / "a.png").write_bytes(png_bytes((rng.random((40, 48)) * 255).astype(np.uint8)))
+    (root / "sub" / "b.dcm").write_bytes(dicom_bytes((rng.random((24, 24)) * 1000).astype(np.int16)))
+    (root / "sub" / "deep" / "vol.nii").write_bytes(
+        nifti_bytes((rng.random((20, 20, 3)) * 100).astype(np.float32))
+    )
+    (root / "sub" / "junk.bin").write_bytes(rng.bytes(300))
+    (root / "sub" / "empty.dcm").write_bytes(b"")
+    (root / ".DS_Store").write_bytes(b"hidden")
+    for k in range(extra):
+        (root / "more").mkdir(exist_ok=True)
+        (root / "more" / f"m{k:02d}.png").write_bytes(
+            png_bytes((rng.random((32, 32)) * 255).astype(np.uint8))
+        )
+    return root
+
+
+def _key(df: pd.DataFrame) -> list[tuple]:
+    return [
+        (f, None if pd.isna(s) else int(s), e != "")
+        for f, s, e in zip(df["file"], df["slice"], df["error"], strict=True)
+    ]
+
+
+def test_find_files_sorted_recursive_skips_hidden(tmp_path):
+    root = _archive(tmp_path / "in")
+    keys = [k for _, k in find_files(root)]
+    assert keys == ["a.png", "sub/b.dcm", "sub/deep/vol.nii", "sub/empty.dcm", "sub/junk.bin"]
+    assert [k for _, k in find_files([root / "a.png", root / "sub" / "b.dcm"])] == ["a.png", "sub/b.dcm"]
+    assert [k for _, k in find_files(root, exclude=[root / "sub"])] == ["a.png"]
+
+
+def test_screen_rows_errors_and_resume(tmp_path, tiny_ae_dir):
+    root = _archive(tmp_path / "in")
+    out = tmp_path / "results.csv"
+    first = screen(root, tiny_ae_dir, out=out, batch_size=2, progress=False)
+    df = read_results(out)
+    assert list(df.columns) == list(COLUMNS)
+    assert _key(df) == [
+        ("a.png", 0, False),
+        ("sub/b.dcm", 0, False),
+        ("sub/deep/vol.nii", 0, False),
+        ("sub/deep/vol.nii", 1, False),
+        ("sub/deep/vol.nii", 2, False),
+        ("sub/empty.dcm", None, True),
+        ("sub/junk.bin", None, True),
+    ]
+    good = df[df["error"] == ""]
+    assert np.isfinite(good["score"]).all() and (good["percentile"].between(0, 100)).all()
+    assert (good["above_threshold"] == (good["score"] > good["threshold"])).all()
+    assert df.loc[df["file"] == "sub/junk.bin", "error"].item().startswith("sub/junk.bin: ")
+    counts = (first.n_files, first.n_skipped, first.n_processed, first.n_rows, first.n_errors)
+    assert counts == (5, 0, 5, 5, 2)
+    assert not (tmp_path / ".results.csv.parts").exists()
+
+    before = out.read_bytes()
+    again = screen(root, tiny_ae_dir, out=out, progress=False)
+    assert (again.n_skipped, again.n_processed) == (5, 0)
+    assert out.read_bytes() == before
+
+    (root / "sub" / "new.png").write_bytes(png_bytes(np.full((16, 16), 90, np.uint8)))
+    third = screen(root, tiny_ae_dir, out=out, progress=False)
+    assert (third.n_files, third.n_skipped, third.n_processed) == (6, 5, 1)
+    merged = read_results(out)
+    assert "sub/new.png" in set(merged["file"]) and len(merged) == len(df) + 1
+    pd.testing.assert_frame_equal(merged[merged["file"] != "sub/new.png"].reset_index(drop=True), df)
+
+    with pytest.raises(Ae4adError, match="another --out"):
+        screen(root, tiny_ae_dir.parent / "tiny-vae-d4", out=out, progress=False)
+
+
+def test_killed_run_leaves_previous_output_and_resumes(tmp_path, tiny_ae_dir, monkeypatch):
+    root = _archive(tmp_path / "in", extra=6)
+    reference = screen(root, tiny_ae_dir, out=tmp_path / "reference.csv", batch_size=1, progress=False)
+    assert reference.n_processed == 11
+
+    out = tmp_path / "results.csv"
+    screen([root / "a.png"], tiny_ae_dir, out=out, progress=False)  # a previous, complete output
+    previous = out.read_bytes()
+
+    calls = {"n": 0}
+    real_score = screening._Scorer._score
+
+    def dying(self, batch):
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise KeyboardInterrupt("killed")  # what Ctrl-C or a dying node does mid-run
+        return real_score(self, batch)
+
+    monkeypatch.setattr(screening._Scorer, "_score", dying)
+    with pytest.raises(KeyboardInterrupt):
+        screen(root, tiny_ae_dir, out=out, batch_size=1, chunk_size=1, progress=False)
+    assert out.read_bytes() == previous  # the output was never half-written
+    parts = sorted((tmp_path / ".results.csv.parts").glob("*.csv"))
+    assert parts, "the finished chunks were kept"
+    done = pd.concat([read_results(p) for p in parts])
+    assert set(done["file"]) and not {p.name for p in tmp_path.glob(".results.csv.tmp*")}
+
+    monkeypatch.setattr(screening._Scorer, "_score", real_score)
+    resumed = screen(root, tiny_ae_dir, out=out, batch_size=1, progress=False)
+    assert resumed.n_processed == reference.n_files - len(set(done["file"]) | {"a.png"})
+    pd.testing.assert_frame_equal(read_results(out), read_results(tmp_path / "reference.csv"))
+    assert not (tmp_path / ".results.csv.parts").exists()
+
+
+def test_parquet_output_and_kl_mode(tmp_path, tiny_vae_dir):
+    root = _archive(tmp_path / "in")
+    summary = screen(root, tiny_vae_dir, out=tmp_path / "r.parquet", mode="kl", progress=False, num_workers=2)
+    df = read_results(tmp_path / "r.parquet")
+    assert summary.n_rows == 5 and set(df["mode"]) == {"kl"}
+    assert _key(df) == _key(read_results(tmp_path / "r.parquet"))
+    redo = screen(root, tiny_vae_dir, out=tmp_path / "r.parquet", mode="kl", resume=False, progress=False)
+    assert redo.n_processed == 5
+    with pytest.raises(ValueError, match=".csv or .parquet"):
+        screen(root, tiny_vae_dir, out=tmp_path / "r.xlsx", progress=False)
+
+
+def test_cli_reports_bad_input_in_one_line(tmp_path, tiny_ae_dir, capsys):
+    assert (
+        main([str(tmp_path / "missing"), "--model", str(tiny_ae_dir), "--out", str(tmp_path / "o.csv")]) == 2
+    )
+    assert capsys.readouterr().err.startswith("error: ")
+    root = _archive(tmp_path / "in")
+    assert main([str(root), "--model", str(tiny_ae_dir), "--out", str(tmp_path / "o.csv"), "--quiet"]) == 0
+    assert '"n_rows": 5' in capsys.readouterr().out
+
+
+def test_torchrun_two_processes_match_one(tmp_path, tiny_ae_dir):
+    root = _archive(tmp_path / "in", extra=5)
+    single = screen(root, tiny_ae_dir, out=tmp_path / "one.csv", progress=False)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "ae4ad_core.screening",
+        str(root),
+        "--model",
+        str(tiny_ae_dir),
+        "--out",
+        str(tmp_path / "two.csv"),
+        "--device",
+        "cpu",
+        "--quiet",
+        "--chunk-size",
+        "2",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert '"world_size": 2' in proc.stdout and proc.stdout.count('"world_size"') == 1  # rank 0 prints
+    one, two = read_results(tmp_path / "one.csv"), read_results(tmp_path / "two.csv")
+    assert single.n_files == 10 and _key(one) == _key(two)
+    pd.testing.assert_frame_equal(
+        one.drop(columns=["score", "percentile"]), two.drop(columns=["score", "percentile"])
+    )
+    np.testing.assert_allclose(
+        one["score"].to_numpy(float), two["score"].to_numpy(float), rtol=1e-5, equal_nan=True
+    )
