@@ -98,11 +98,22 @@ class SliceGeometry:
     side: int
 
 
-def _percentile_rows(flat: torch.Tensor, q: float) -> torch.Tensor:
-    """Per-row percentile (nearest rank, like ``numpy.percentile(method='nearest')``) of ``(N, P)``."""
+def _ranks(n: int, q: float) -> int:
+    """0-based nearest-rank index of percentile ``q`` among ``n`` values."""
+    return min(max(int(round(q / 100.0 * (n - 1))), 0), n - 1)
+
+
+def _percentile_pair(flat: torch.Tensor, low: float, high: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row percentiles ``low`` and ``high`` (nearest rank, like ``numpy.percentile(method='nearest')``) of
+    ``(N, P)``. On the CPU both come from one ``numpy.partition`` pass (several times faster than two
+    ``kthvalue`` calls on 512 x 512 slices); elsewhere ``kthvalue`` runs on the device. Both give the exact
+    same order statistics."""
     n = flat.shape[1]
-    k = int(round(q / 100.0 * (n - 1))) + 1
-    return flat.kthvalue(min(max(k, 1), n), dim=1).values
+    k_lo, k_hi = _ranks(n, low), _ranks(n, high)
+    if flat.device.type == "cpu" and not flat.requires_grad:
+        part = np.partition(flat.numpy(), [k_lo, k_hi], axis=1)
+        return torch.from_numpy(part[:, k_lo].copy()), torch.from_numpy(part[:, k_hi].copy())
+    return flat.kthvalue(k_lo + 1, dim=1).values, flat.kthvalue(k_hi + 1, dim=1).values
 
 
 def scale_intensity(images: torch.Tensor, config: PreprocessConfig) -> torch.Tensor:
@@ -112,9 +123,7 @@ def scale_intensity(images: torch.Tensor, config: PreprocessConfig) -> torch.Ten
         lo = torch.full((x.shape[0],), config.center - config.width / 2, device=x.device)
         hi = lo + config.width
     else:
-        flat = x.reshape(x.shape[0], -1)
-        lo = _percentile_rows(flat, config.low)
-        hi = _percentile_rows(flat, config.high)
+        lo, hi = _percentile_pair(x.reshape(x.shape[0], -1), config.low, config.high)
     shape = (-1,) + (1,) * (x.ndim - 1)
     span = (hi - lo).clamp_min(1e-6).view(shape)
     unit = ((x - lo.view(shape)) / span).clamp(0.0, 1.0)
