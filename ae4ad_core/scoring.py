@@ -120,9 +120,11 @@ def kl_input_gradient(model: AutoEncoder, x: torch.Tensor) -> tuple[torch.Tensor
     """``|dKL/dx|`` for each image of ``x`` ``(N, 1, S, S)``, with ``z = mu``.
 
     Returns ``(gradient (N, S, S), kl (N,), mu (N, d))``. Images are independent in eval mode, so the
-    gradient of the summed KL gives each image's own gradient.
+    gradient of the summed KL gives each image's own gradient. Works inside ``torch.no_grad()`` and
+    ``torch.inference_mode()`` blocks of the caller (autograd is switched back on locally) and with model
+    parameters that do not require gradients (only the input's gradient is computed).
     """
-    with torch.enable_grad():
+    with torch.inference_mode(False), torch.enable_grad():
         xi = x.detach().clone().requires_grad_(True)
         mu, logvar = model.encode(xi)
         kl = kl_divergence(mu, logvar)
