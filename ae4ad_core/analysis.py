@@ -21,15 +21,9 @@ from .scoring import check_mode, score_batch
 
 __all__ = ["Analysis", "analyze", "calibration_of", "verdict_sentence"]
 
-_CALIBRATIONS: dict[int, Calibration] = {}
-
-
 def calibration_of(loaded: LoadedModel) -> Calibration:
-    """The model's :class:`Calibration`, parsed once per loaded model."""
-    key = id(loaded.card)
-    if key not in _CALIBRATIONS:
-        _CALIBRATIONS[key] = Calibration.from_card(loaded.card)
-    return _CALIBRATIONS[key]
+    """The model's :class:`Calibration` (parsed once per loaded model, see ``LoadedModel.calibration``)."""
+    return loaded.calibration
 
 
 def _ordinal(p: float) -> str:

@@ -68,7 +68,10 @@ class ModelConfig:
     hidden: int = 1024
 
     def __post_init__(self) -> None:
-        look_up_option(self.kind, MODEL_KINDS, what="model kind")
+        try:
+            look_up_option(self.kind, MODEL_KINDS, what="model kind")
+        except ValueError as exc:
+            raise ModelCardError(str(exc)) from None
         if self.latent_dim < 1:
             raise ModelCardError(f"latent_dim must be >= 1, got {self.latent_dim}.")
         s = self.image_size

@@ -7,6 +7,7 @@ order: the shipped zoo ``assets/models`` and the user's folder (``$AE4AD_HOME/mo
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -168,6 +169,13 @@ class LoadedModel:
     def name(self) -> str:
         return self.card.name
 
+    @functools.cached_property
+    def calibration(self):
+        """The card's :class:`ae4ad_core.calibration.Calibration`, parsed once (read-only afterwards)."""
+        from .calibration import Calibration
+
+        return Calibration.from_card(self.card)
+
 
 def _atomic_write_dir(target: Path, write) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -227,6 +235,8 @@ def find_model_dir(name_or_path: str | Path, roots: list[Path] | None = None) ->
     p = Path(name_or_path)
     if p.is_dir() and (p / CARD_FILE).is_file():
         return p
+    if p.is_dir() and (p / WEIGHTS_FILE).is_file():
+        raise ModelCardError(f"{p.name}: the folder has weights but no {CARD_FILE}; a model needs both.")
     roots = registry_roots() if roots is None else roots
     for root in roots:
         candidate = Path(root) / str(name_or_path)

@@ -167,7 +167,7 @@ def test_missing_card_is_refused(root):
     (folder / CARD_FILE).unlink()
     with pytest.raises(ModelCardError, match="no card.json"):
         load_card(folder)
-    with pytest.raises(UnknownModelError, match="Unknown model"):
+    with pytest.raises(ModelCardError, match="weights but no card.json"):
         load_model(folder, roots=[root])
 
 
