@@ -1,0 +1,153 @@
+"""Latency of the Analyze page in a real browser, and the server's peak memory with the zoo loaded.
+
+Starts ``streamlit run app.py`` on a free port, loads every model of the registry once (the zoo), then, for
+each input, opens a fresh browser session, uploads the file through the real ``input[type=file]`` and times
+until the verdict sentence is visible. Prints JSON: median and all timings per input, the server's peak RSS
+(VmHWM from /proc) and whether the targets (<= 2 s, <= 1.5 GB) are met.
+
+    python benchmarks/app_latency.py [--runs 5] [--home DIR] [--file PATH ...]
+
+Needs Debian's chromium (``apt-get install -y chromium``) and the ``playwright`` package (never
+``playwright install``). Without models in the registry, a tiny AE and VAE are trained into a temporary home.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from browser_utils import (  # noqa: E402
+    chromium_available,
+    chromium_page,
+    make_fixture_models,
+    peak_rss_bytes,
+    streamlit_server,
+    synthetic_brains,
+    wait_for_app,
+)
+
+VERDICT = "percentile of normal validation images"
+TARGET_SECONDS = 2.0
+TARGET_BYTES = 1.5 * 1024**3
+
+
+def default_inputs(folder: Path) -> list[Path]:
+    """A DICOM slice (pydicom's CT_small.dcm) and a NIfTI volume of 48 slices of 128 x 128."""
+    import nibabel as nib
+    import numpy as np
+    from pydicom.data import get_testdata_file
+
+    vol = np.transpose(synthetic_brains(48, size=128, seed=11), (2, 1, 0)) * 1000.0
+    nifti = folder / "volume48.nii.gz"
+    nib.save(nib.Nifti1Image(vol.astype(np.float32), np.eye(4)), nifti)
+    return [Path(get_testdata_file("CT_small.dcm")), nifti]
+
+
+def load_zoo(page) -> list[str]:
+    """Select every model once so the server holds the whole zoo (``st.cache_resource``)."""
+    box = page.get_by_test_id("stSidebar").get_by_label("Model", exact=True)
+    box.click()
+    names = [t.strip() for t in page.get_by_role("option").all_inner_texts()]
+    page.keyboard.press("Escape")
+    for name in names:
+        box.click()
+        page.get_by_role("option", name=name, exact=True).click()
+        wait_for_app(page, 120_000, start_ms=1500)
+    return names
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (from /proc), to separate its work from waiting."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def time_upload(server, path: Path) -> tuple[float, float]:
+    """Seconds from the upload to the verdict being visible, and the server's CPU seconds meanwhile."""
+    with chromium_page() as page:
+        page.goto(server.url)
+        page.get_by_text("Analyze an image").wait_for(timeout=120_000)
+        wait_for_app(page, 120_000)
+        cpu = cpu_seconds(server.pid)
+        start = time.perf_counter()
+        page.locator('input[type="file"]').set_input_files(str(path))
+        page.get_by_text(VERDICT).wait_for(state="visible", timeout=120_000)
+        return time.perf_counter() - start, cpu_seconds(server.pid) - cpu
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5, help="uploads per input (median reported)")
+    parser.add_argument(
+        "--home", default=None, help="AE4AD_HOME for the server (default: the usual registry)"
+    )
+    parser.add_argument("--file", action="append", default=None, help="input file(s); default DICOM + NIfTI")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="OMP_NUM_THREADS for the server (torch intra-op threads); default: torch's choice",
+    )
+    args = parser.parse_args(argv)
+    if not chromium_available():
+        print(json.dumps({"error": "chromium not found; apt-get install -y chromium"}))
+        return 2
+
+    from ae4ad_core.device import describe_device, select_device
+    from ae4ad_core.registry import list_models
+
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {} if args.threads is None else {"OMP_NUM_THREADS": str(args.threads)}
+        load_start = os.getloadavg()[0]
+        if args.home:
+            env["AE4AD_HOME"] = args.home
+        elif not list_models():
+            make_fixture_models(Path(tmp) / "home")
+            env["AE4AD_HOME"] = str(Path(tmp) / "home")
+        inputs = [Path(f) for f in args.file] if args.file else default_inputs(Path(tmp))
+        with streamlit_server(env=env, timeout=120) as server:
+            with chromium_page() as page:
+                page.goto(server.url)
+                page.get_by_text("Analyze an image").wait_for(timeout=120_000)
+                models = load_zoo(page)
+            time_upload(server, inputs[0])  # warm-up: first scoring pays one-time imports
+            results = {}
+            for path in inputs:
+                runs = [time_upload(server, path) for _ in range(args.runs)]
+                times, cpu = [r[0] for r in runs], [r[1] for r in runs]
+                results[path.name] = {
+                    "median_s": round(statistics.median(times), 3),
+                    "all_s": [round(t, 3) for t in times],
+                    "server_cpu_s_median": round(statistics.median(cpu), 3),
+                }
+            peak = peak_rss_bytes(server.pid)
+    worst = max(r["median_s"] for r in results.values())
+    report = {
+        "benchmark": "upload to verdict visible (Analyze page, real chromium)",
+        "runs_per_input": args.runs,
+        "upload_to_verdict": results,
+        "server_peak_rss_mb": None if peak is None else round(peak / 2**20, 1),
+        "models_loaded": models,
+        "device": describe_device(select_device()),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "server_threads": args.threads or "default",
+        "load_average_1min": {"start": round(load_start, 2), "end": round(os.getloadavg()[0], 2)},
+        "targets": {"latency_s": TARGET_SECONDS, "peak_rss_mb": TARGET_BYTES / 2**20},
+        "meets_targets": worst <= TARGET_SECONDS and (peak is None or peak <= TARGET_BYTES),
+    }
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

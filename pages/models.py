@@ -1,0 +1,136 @@
+"""Models: the zoo with its evaluation metrics, ROC/PR curves and latent entropy."""
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+from streamlit.runtime.pages_manager import PagesManager
+
+from ae4ad_core import display
+from ae4ad_core.plotting import figure_to_png, roc_pr_figures
+from ae4ad_core.registry import list_models
+
+# Streamlit 1.67 runs this file alone (MPA v1, because pages/ exists) when a fresh server is first opened at
+# this page's URL; rerun through app.py's st.navigation instead, which keeps the URL's page.
+if PagesManager.uses_pages_directory:
+    PagesManager.uses_pages_directory = False
+    st.rerun()
+
+
+@st.cache_resource(ttl=20, show_spinner=False)  # cards are frozen and read-only: no copy per rerun
+def get_cards():
+    return list_models()
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def curves_png(names: tuple[str, ...], mode: str) -> tuple[bytes, bytes]:
+    cards = {c.name: c for c in get_cards()}
+    roc, pr = roc_pr_figures({n: display.evaluation_result(cards[n], mode) for n in names})
+    return figure_to_png(roc), figure_to_png(pr)
+
+
+def line_vs_d(rows: list[dict], y: str, title: str) -> alt.Chart:
+    return (
+        alt.Chart(pd.DataFrame(rows), title=title)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("d:Q", scale=alt.Scale(type="log", base=2), title="latent size d"),
+            y=alt.Y(f"{y}:Q", scale=alt.Scale(zero=False), title=y),
+            tooltip=["model", "d", y],
+        )
+    )
+
+
+st.title("Model zoo")
+st.caption(
+    "Every model in the registry: the shipped zoo and the models you trained. Metrics are on the demo "
+    "test split (synthetic lesions in held-out brains); thresholds come from normal validation images only."
+)
+cards = get_cards()
+if not cards:
+    st.info("No models yet: train one with `ae4ad train` or on the Train page.", icon=":material/info:")
+    st.stop()
+
+rows = display.zoo_rows(cards)
+number = st.column_config.NumberColumn
+st.dataframe(
+    pd.DataFrame(rows),
+    hide_index=True,
+    width="stretch",
+    height="content",
+    column_config={
+        "image AUROC": number(
+            format="%.3f", help="Area under the ROC curve, image level (1 = perfect, 0.5 = chance)."
+        ),
+        "image AP": number(format="%.3f", help="Average precision, image level."),
+        "pixel AP": number(format="%.3f", help="Average precision over all pooled test pixels."),
+        "Dice (calibrated)": number(
+            format="%.3f", help="Lesion overlap at the threshold calibrated on normal images."
+        ),
+        "latent entropy (nats)": number(
+            format="%.1f", help="Gaussian estimate of the latent entropy of normal images."
+        ),
+        "k-NN entropy (nats)": number(
+            format="%.1f", help="Kozachenko-Leonenko estimate of the same entropy."
+        ),
+        "effective dim": number(format="%.1f", help="How many latent dimensions the model really uses."),
+    },
+)
+
+sweep = display.ae_sweep_rows(cards)
+if sweep:
+    st.subheader("Latent size d: detection and information")
+    st.caption(
+        "AE4AD (Cai et al., MICCAI 2024): an autoencoder detects anomalies best when its latent code "
+        "carries as little information as possible while normal images are still reconstructed."
+    )
+    left, right = st.columns(2)
+    left.altair_chart(
+        line_vs_d([r for r in sweep if r["image AUROC"] is not None], "image AUROC", "Image AUROC vs d"),
+        width="stretch",
+    )
+    right.altair_chart(
+        line_vs_d(
+            [r for r in sweep if r["latent entropy (nats)"] is not None],
+            "latent entropy (nats)",
+            "Latent entropy vs d",
+        ),
+        width="stretch",
+    )
+
+st.subheader("Latent entropy of each model")
+entropy = pd.DataFrame(
+    [
+        {"model": r["model"], "estimate": est, "nats": r[col]}
+        for r in rows
+        for est, col in (("Gaussian", "latent entropy (nats)"), ("k-NN", "k-NN entropy (nats)"))
+        if r[col] is not None
+    ]
+)
+if not entropy.empty:
+    st.altair_chart(
+        alt.Chart(entropy)
+        .mark_bar()
+        .encode(
+            x=alt.X("model:N", sort=[c.name for c in cards], title=None, axis=alt.Axis(labelAngle=0)),
+            xOffset="estimate:N",
+            y=alt.Y("nats:Q", title="latent entropy (nats)"),
+            color="estimate:N",
+            tooltip=["model", "estimate", alt.Tooltip("nats:Q", format=".1f")],
+        )
+        .properties(height=260),
+        width="stretch",
+    )
+
+st.subheader("ROC and precision-recall curves")
+mode = st.radio(
+    "Scoring mode", list(display.MODE_LABELS), format_func=display.MODE_LABELS.get, horizontal=True
+)
+evaluated = [c.name for c in cards if display.evaluation_result(c, mode) is not None]
+picked = st.multiselect("Models", evaluated, default=evaluated[:6])
+if not picked:
+    st.info("No evaluated model in this mode (KL and Combined need a VAE).", icon=":material/info:")
+    st.stop()
+roc, pr = curves_png(tuple(picked), mode)
+left, right, _ = st.columns([2, 2, 1])
+left.image(roc, width="stretch")
+right.image(pr, width="stretch")

@@ -1,0 +1,332 @@
+"""Streamlit AppTest tests of the app: every page runs; the Analyze page reads PNG, DICOM and NIfTI uploads and
+demo cases, shows maps and a verdict, switches model and mode, survives bad files, and never rescored for
+display-only changes.
+
+The registry holds whatever models exist (shipped zoo and user models); the tests train a tiny AE and VAE in a
+temporary AE4AD_HOME and pick them by name.
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import streamlit as st
+from browser_utils import FIXTURE_AE, FIXTURE_VAE, REPO, make_fixture_models
+from streamlit.testing.v1 import AppTest
+
+APP = str(REPO / "app.py")
+
+
+@pytest.fixture(scope="session")
+def fixture_models(tmp_path_factory):
+    """A tiny AE and VAE in a temporary AE4AD_HOME (the environment variable is set for the session)."""
+    home = Path(os.environ.get("AE4AD_TEST_HOME") or tmp_path_factory.mktemp("ae4ad_home"))
+    names = make_fixture_models(home)
+    old = os.environ.get("AE4AD_HOME")
+    os.environ["AE4AD_HOME"] = str(home)
+    yield names
+    if old is None:
+        os.environ.pop("AE4AD_HOME", None)
+    else:
+        os.environ["AE4AD_HOME"] = old
+
+
+@pytest.fixture
+def app(fixture_models):
+    st.cache_data.clear()
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def png_bytes(size: int = 96) -> bytes:
+    from browser_utils import synthetic_brains
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray((synthetic_brains(1, size=size, seed=5)[0] * 255).astype(np.uint8)).save(
+        buf, format="PNG"
+    )
+    return buf.getvalue()
+
+
+def nifti_bytes(n: int = 5) -> bytes:
+    import nibabel as nib
+    from browser_utils import synthetic_brains
+
+    vol = np.transpose(synthetic_brains(n, size=64, seed=7), (2, 1, 0)) * 1000.0
+    return nib.Nifti1Image(vol.astype(np.float32), np.eye(4)).to_bytes()
+
+
+def dicom_bytes(name: str = "CT_small.dcm") -> bytes:
+    from pydicom.data import get_testdata_file
+
+    return Path(get_testdata_file(name)).read_bytes()
+
+
+def texts(at) -> str:
+    """All visible text of markdown, captions, metrics, errors, warnings and infos."""
+    parts = [m.value for m in at.markdown] + [c.value for c in at.caption]
+    parts += [f"{m.label} {m.value}" for m in at.metric]
+    parts += [e.value for e in at.error] + [w.value for w in at.warning] + [i.value for i in at.info]
+    return "\n".join(str(p) for p in parts)
+
+
+def images_shown(at) -> int:
+    return len(at.get("image"))
+
+
+def choose(at, model: str, mode: str | None = None):
+    at.selectbox(key="model").set_value(model).run()
+    if mode is not None:
+        at.radio(key="mode").set_value(mode).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def upload(at, *files: tuple[str, bytes]):
+    at.sidebar.file_uploader[0].set_value(
+        [(name, data, "application/octet-stream") for name, data in files]
+    ).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def assert_result_shown(at):
+    text = texts(at)
+    assert "normal range: score at the" in text, text
+    assert "Threshold" in text and "Normal percentile" in text
+    assert images_shown(at) >= 4  # input, reconstruction, overlay, colour bar (+ charts)
+
+
+# ------------------------------------------------------------------------------------------------ pages
+
+
+def app_pages() -> list[str]:
+    """The page files listed in app.py's PAGES that exist."""
+    tree = ast.parse((REPO / "app.py").read_text())
+    listed = next(
+        ast.literal_eval(n.value)
+        for n in tree.body
+        if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "PAGES"
+    )
+    return [path for path, _, _ in listed if (REPO / path).is_file()]
+
+
+@pytest.mark.parametrize("page", app_pages())
+def test_every_page_runs_inside_the_app(app, page):
+    app.switch_page(page).run()
+    assert not app.exception, app.exception
+    assert app.title, f"{page} shows no title"
+
+
+@pytest.mark.parametrize("page", ["pages/analyze.py", "pages/models.py"])
+def test_sidebar_has_the_notice_and_the_device(app, page):
+    # AppTest resets Streamlit's "pages/ folder" flag before every run, so a switched-to page runs alone
+    # (MPA v1) unless it reruns itself through app.py, as these pages do (see the guard at their top).
+    app.switch_page(page).run()
+    assert any("not for diagnosis" in w.value for w in app.sidebar.warning)
+    assert any("Computing on" in c.value for c in app.sidebar.caption)
+
+
+def test_analyze_is_the_default_page_and_models_page_shows_the_zoo(app):
+    assert "Analyze an image" in [t.value for t in app.title]
+    app.switch_page("pages/models.py").run()
+    assert not app.exception, app.exception
+    assert "Model zoo" in [t.value for t in app.title]
+    assert len(app.dataframe) >= 1
+    assert {FIXTURE_AE, FIXTURE_VAE} <= set(app.dataframe[0].value["model"])
+    assert len(app.get("image")) == 2  # ROC and PR curves of the evaluated models
+    assert len(app.get("vega_lite_chart")) >= 1  # latent entropy per model
+    app.radio[0].set_value("kl").run()
+    assert not app.exception and len(app.get("image")) == 2
+
+
+def test_uploader_accepts_any_extension(app):
+    uploader = app.sidebar.file_uploader[0]
+    assert uploader.allowed_type == [] and uploader.accept_multiple_files
+
+
+# ----------------------------------------------------------------------------------------------- inputs
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        ("brain.png", png_bytes),
+        ("CT_small.dcm", dicom_bytes),
+        ("IM0001", dicom_bytes),
+        ("volume.nii", nifti_bytes),
+    ],
+    ids=["png", "dicom", "dicom-no-extension", "nifti"],
+)
+def test_upload_shows_maps_and_a_verdict(app, name, data):
+    choose(app, FIXTURE_AE)
+    upload(app, (name, data()))
+    assert_result_shown(app)
+    assert not app.error
+    assert app.subheader[0].value == name
+
+
+def test_nifti_volume_has_a_slice_slider_and_volume_summary(app):
+    choose(app, FIXTURE_AE)
+    upload(app, ("volume.nii.gz", nifti_bytes(6)))
+    slider = app.slider(key=[s.key for s in app.slider if s.key and s.key.startswith("slice:")][0])
+    assert (slider.min, slider.max, slider.value) == (1, 6, 4)
+    assert "of 6 slices above the threshold" in texts(app)
+    slider.set_value(2).run()
+    assert not app.exception
+    assert_result_shown(app)
+
+
+def test_dicom_series_becomes_one_volume(app):
+    import pydicom
+
+    ds = pydicom.dcmread(io.BytesIO(dicom_bytes()))
+    files = []
+    for k in range(3):
+        ds.InstanceNumber = k + 1
+        ds.ImagePositionPatient = [0.0, 0.0, float(k * 5)]
+        ds.SOPInstanceUID = f"1.2.3.4.{k + 1}"
+        buf = io.BytesIO()
+        ds.save_as(buf)
+        files.append((f"slice{k}", buf.getvalue()))
+    choose(app, FIXTURE_AE)
+    upload(app, *files)
+    assert not app.error
+    assert "of 3 slices above the threshold" in texts(app)
+    assert_result_shown(app)
+
+
+def test_bad_file_shows_one_line_error_and_the_page_survives(app):
+    choose(app, FIXTURE_AE)
+    upload(app, ("broken.dcm", b"\x00" * 128 + b"DICM" + b"garbage"), ("brain.png", png_bytes()))
+    assert len(app.error) == 1
+    message = app.error[0].value
+    assert message.startswith("broken.dcm") and "\n" not in message
+    assert_result_shown(app)  # the good file is still analysed
+    upload(app, ("notes.txt", b"hello"))
+    assert len(app.error) == 1 and "notes.txt" in app.error[0].value
+    assert not app.exception
+
+
+def test_out_of_distribution_input_is_flagged(app):
+    choose(app, FIXTURE_AE)
+    upload(app, ("CT_small.dcm", dicom_bytes()))
+    assert any("outside what the model was trained on" in w.value for w in app.warning)
+
+
+# ------------------------------------------------------------------------------------- models and modes
+
+
+def test_kl_and_combined_are_disabled_for_an_ae(app):
+    choose(app, FIXTURE_AE)
+    radio = app.radio(key="mode")
+    assert radio.disabled and radio.value == "reconstruction"
+    assert radio.options == ["Reconstruction", "KL", "Combined"]  # shown, greyed out
+    assert any(
+        "KL and Combined unavailable" in c.value and "needs a VAE" in c.value for c in app.sidebar.caption
+    )
+
+
+def test_switching_model_and_mode(app):
+    choose(app, FIXTURE_AE)
+    upload(app, ("brain.png", png_bytes()))
+    ae_score = next(m.value for m in app.metric if m.label == "Score")
+    choose(app, FIXTURE_VAE)
+    radio = app.radio(key="mode")
+    assert not radio.disabled and radio.options == ["Reconstruction", "KL", "Combined"]
+    assert_result_shown(app)
+    scores = {"reconstruction": next(m.value for m in app.metric if m.label == "Score")}
+    for mode in ("kl", "combined"):
+        choose(app, FIXTURE_VAE, mode)
+        assert_result_shown(app)
+        scores[mode] = next(m.value for m in app.metric if m.label == "Score")
+    assert len(set(scores.values())) == 3, scores
+    assert ae_score != scores["reconstruction"]
+    # Back to the AE: the mode falls back to reconstruction.
+    choose(app, FIXTURE_AE)
+    assert app.radio(key="mode").value == "reconstruction"
+    assert_result_shown(app)
+
+
+def test_display_changes_do_not_rescore(app, monkeypatch):
+    import ae4ad_core.analysis as analysis_module
+
+    calls = []
+    real = analysis_module.analyze
+    monkeypatch.setattr(analysis_module, "analyze", lambda *a, **k: calls.append(1) or real(*a, **k))
+    choose(app, FIXTURE_AE)
+    upload(app, ("volume.nii", nifti_bytes(4)))
+    assert len(calls) == 1
+    app.sidebar.slider[0].set_value(0.9).run()  # opacity
+    app.sidebar.selectbox[1].set_value("bone").run()  # window preset
+    app.sidebar.toggle[0].set_value(True).run()  # invert
+    app.sidebar.toggle[1].set_value(False).run()  # outlines
+    [s for s in app.slider if s.key and s.key.startswith("slice:")][0].set_value(1).run()
+    assert not app.exception
+    assert len(calls) == 1
+    choose(app, FIXTURE_VAE, "kl")
+    assert len(calls) == 3  # one per new (model, mode): VAE reconstruction, then VAE KL
+
+
+def test_latent_details_and_downloads_tabs(app):
+    choose(app, FIXTURE_VAE)
+    upload(app, ("MR_small.dcm", dicom_bytes("MR_small.dcm")))
+    text = texts(app)
+    assert "How surprising this image's code is to the model (latent surprisal)" in text
+    assert "Latent entropy, Gaussian" in text and "bits" in text and "Effective dimension" in text
+    assert "What preprocessing did" in text
+    header = app.table[0].value
+    assert "Modality" in list(header["Field"])
+    assert not any("Patient" in str(v) for v in header["Field"])
+    labels = [b.label for b in app.get("download_button")]
+    assert labels == ["Maps (PNG)", "Result (JSON)", "Result (CSV)"]
+
+
+def test_demo_cases_show_ground_truth(app):
+    if not (REPO / "assets" / "demo" / "demo.npz").is_file():
+        pytest.skip("assets/demo/demo.npz is not built yet")
+    choose(app, FIXTURE_AE)
+    app.sidebar.radio[0].set_value("Demo case").run()
+    assert not app.exception, app.exception
+    demo = app.sidebar.selectbox[0]
+    labels = demo.options
+    assert any(o.startswith("Normal") for o in labels) and any(o.startswith("Lesion") for o in labels)
+    demo.select_index(next(k for k, o in enumerate(labels) if o.startswith("Lesion"))).run()
+    assert not app.exception, app.exception
+    assert_result_shown(app)
+    assert "ground truth" in texts(app)
+
+
+def test_volume_sent_from_the_batch_page_opens_at_its_slice(fixture_models):
+    """The Batch page's "open in Analyze" contract: session_state["analyze_request"] selects source, model,
+    mode and slice."""
+    st.cache_data.clear()
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state["analyze_request"] = {
+        "name": "volume.nii.gz", "data": nifti_bytes(6), "slice": 1, "model": FIXTURE_VAE, "mode": "kl",
+    }
+    at.run()
+    assert not at.exception, at.exception
+    assert at.radio(key="source").value == "From Batch"
+    assert at.selectbox(key="model").value == FIXTURE_VAE and at.radio(key="mode").value == "kl"
+    slider = at.slider(key=[s.key for s in at.slider if s.key and s.key.startswith("slice:")][0])
+    assert slider.value == 2  # 0-based slice 1 of the request, shown 1-based
+    assert_result_shown(at)
+
+
+def test_anatomy_caveat_follows_the_card():
+    from types import SimpleNamespace
+
+    from ae4ad_core.display import anatomy_caveat
+
+    card = SimpleNamespace(metrics={"reconstruction": {"anatomy_correlation": 0.76}, "kl": {"anatomy_correlation": -0.1}})
+    assert "ρ = +0.76" in anatomy_caveat(card, "reconstruction")
+    assert anatomy_caveat(card, "kl") is None and anatomy_caveat(card, "combined") is None

@@ -1,0 +1,163 @@
+"""Real-browser tests: Streamlit server + Debian chromium driven by Playwright (REFERENCE.md §5).
+
+Skipped where chromium is missing, except under CI (env ``CI`` set), where a missing browser fails.
+Screenshots go to ``test-artifacts/``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+from browser_utils import (
+    ARTIFACTS,
+    FIXTURE_AE,
+    FIXTURE_VAE,
+    chromium_available,
+    chromium_page,
+    make_fixture_models,
+    streamlit_server,
+    wait_for_app,
+)
+from playwright.sync_api import expect
+
+pytestmark = pytest.mark.browser
+
+VERDICT = "percentile of normal validation images"
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory) -> Path:
+    """AE4AD_HOME with the fixture AE and VAE; skips (fails under CI) without chromium."""
+    if not chromium_available():
+        message = "Debian chromium is not installed (apt-get install -y chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}; browser tests must run in CI.")
+        pytest.skip(message)
+    home = Path(os.environ.get("AE4AD_TEST_HOME") or tmp_path_factory.mktemp("ae4ad_home"))
+    make_fixture_models(home)
+    ARTIFACTS.mkdir(exist_ok=True)
+    return home
+
+
+@pytest.fixture(scope="module")
+def server(home):
+    with streamlit_server(env={"AE4AD_HOME": str(home)}) as running:
+        yield running
+
+
+@pytest.fixture
+def page(server):
+    with chromium_page() as p:
+        p.goto(server.url)
+        p.get_by_text("Analyze an image").wait_for(timeout=90_000)  # first run loads torch and the models
+        yield p
+
+
+def pick(page, label: str, option: str) -> None:
+    """Choose ``option`` in the sidebar selectbox labelled ``label``."""
+    page.get_by_test_id("stSidebar").get_by_role("combobox", name=label, exact=True).click()
+    page.get_by_role("option", name=option, exact=True).click()
+    wait_for_app(page)
+
+
+def dicom_file() -> str:
+    from pydicom.data import get_testdata_file
+
+    return get_testdata_file("MR_small.dcm")
+
+
+def test_upload_dicom_see_verdict_and_overlay_then_change_mode(page):
+    pick(page, "Model", FIXTURE_VAE)
+    page.locator('input[type="file"]').set_input_files(dicom_file())
+    verdict = page.get_by_text(VERDICT)
+    verdict.wait_for(timeout=60_000)
+    wait_for_app(page)
+    images = page.locator('[data-testid="stImage"] img')
+    page.wait_for_function(  # the three views and the colour bar have loaded
+        """() => { const im = [...document.querySelectorAll('[data-testid="stImage"] img')].slice(0, 4);
+                   return im.length == 4 && im.every(i => i.complete && i.naturalWidth > 0 && i.width > 0); }""",
+        timeout=60_000,
+    )
+    captions = page.get_by_test_id("stImageCaption").all_inner_texts()
+    assert captions[:3] == ["Input", "Reconstruction", "Anomaly map over input"]
+    box = images.nth(2).bounding_box()
+    assert box and box["width"] > 150  # shown at a readable size, same as the input
+    assert images.nth(2).get_attribute("src").endswith(".png")  # lossless, no JPEG artefacts
+    first = images.nth(0).bounding_box()
+    assert abs(first["width"] - box["width"]) < 2 and abs(first["height"] - box["height"]) < 2
+    score_before = (
+        page.get_by_test_id("stMetric").filter(has_text="Score").get_by_test_id("stMetricValue").inner_text()
+    )
+    page.screenshot(path=str(ARTIFACTS / "analyze_dicom_reconstruction.png"))
+
+    page.get_by_test_id("stSidebar").get_by_text("KL", exact=True).click()
+    score = page.get_by_test_id("stMetric").filter(has_text="Score").get_by_test_id("stMetricValue")
+    expect(score).not_to_have_text(score_before, timeout=60_000)  # rescored in KL mode
+    wait_for_app(page)
+    verdict.wait_for(timeout=60_000)
+    page.screenshot(path=str(ARTIFACTS / "analyze_dicom_kl.png"))
+    assert not page.get_by_test_id("stException").count()
+
+
+def test_ae_disables_kl_and_combined(page):
+    pick(page, "Model", FIXTURE_AE)
+    sidebar = page.get_by_test_id("stSidebar")
+    assert sidebar.get_by_text("KL and Combined unavailable", exact=False).is_visible()
+    kl = sidebar.get_by_role("radio", name=re.compile(r"^KL"))
+    assert kl.is_disabled()
+
+
+def test_bad_file_reports_one_line_and_page_keeps_working(page, tmp_path):
+    bad = tmp_path / "broken.dcm"
+    bad.write_bytes(b"\x00" * 128 + b"DICM" + b"not really")
+    pick(page, "Model", FIXTURE_AE)
+    page.locator('input[type="file"]').set_input_files([str(bad), dicom_file()])
+    page.get_by_text(VERDICT).wait_for(timeout=60_000)
+    wait_for_app(page)
+    alert = page.get_by_test_id("stAlertContentError")
+    assert alert.count() == 1
+    assert alert.inner_text().strip().splitlines()[-1].startswith("broken.dcm: ")  # after the icon's name
+    page.screenshot(path=str(ARTIFACTS / "analyze_bad_file.png"))
+
+
+def test_models_page(page):
+    page.get_by_role("link", name="Models").click()
+    page.get_by_text("Model zoo").wait_for(timeout=60_000)
+    expect(page.get_by_test_id("stDataFrame")).to_be_visible(timeout=60_000)
+    expect(page.get_by_test_id("stImage").locator("img")).to_have_count(2, timeout=60_000)  # ROC and PR
+    wait_for_app(page)
+    assert not page.get_by_test_id("stException").count()
+    page.screenshot(path=str(ARTIFACTS / "models.png"))
+
+
+def test_demo_case_shows_ground_truth(page):
+    from browser_utils import REPO
+
+    if not (REPO / "assets" / "demo" / "demo.npz").is_file():
+        pytest.skip("assets/demo/demo.npz is not built yet")
+    pick(page, "Model", FIXTURE_AE)
+    sidebar = page.get_by_test_id("stSidebar")
+    sidebar.get_by_text("Demo case", exact=True).click()
+    wait_for_app(page, start_ms=1500)
+    sidebar.get_by_role("combobox", name="Demo case").click()
+    page.get_by_role("option", name=re.compile(r"^Lesion 1")).click()
+    page.get_by_text(re.compile(r"^Lesion 1")).first.wait_for(timeout=60_000)
+    page.get_by_text(VERDICT).wait_for(timeout=60_000)
+    wait_for_app(page)
+    assert page.get_by_text("ground truth", exact=False).count() >= 1
+    assert not page.get_by_test_id("stException").count()
+    page.screenshot(path=str(ARTIFACTS / "analyze_demo_lesion.png"))
+
+
+def test_fresh_server_opened_at_a_page_url_goes_through_the_navigation(home):
+    """Streamlit 1.67 runs pages/<page>.py alone (MPA v1) when a fresh server is first opened at its URL;
+    the page reruns itself through app.py, so the sidebar notice and the full navigation are there."""
+    with streamlit_server(env={"AE4AD_HOME": str(home)}) as fresh, chromium_page() as page:
+        page.goto(fresh.url + "models")
+        page.get_by_text("Model zoo").wait_for(timeout=90_000)
+        expect(page.get_by_text("not for diagnosis")).to_be_visible(timeout=30_000)
+        expect(page.get_by_role("link", name="Analyze")).to_be_visible()
+        assert not page.get_by_role("link", name="app").count()
