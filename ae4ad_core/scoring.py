@@ -70,7 +70,7 @@ class ScoreResult:
 
 def modes_for(model: AutoEncoder) -> dict[str, str | None]:
     """Map each scoring mode to ``None`` if the model supports it, else the reason it does not."""
-    reason = None if model.is_variational else "needs a VAE: a plain autoencoder has no KL term"
+    reason = None if model.is_variational else "needs a VAE: this model has no KL term"
     return {"reconstruction": None, "kl": reason, "combined": reason}
 
 
