@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io as _io
 import json
 import subprocess
 import sys
@@ -10,42 +9,20 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from _fixtures_io import dicom_bytes
 
 from ae4ad_core.analysis import analyze
 from ae4ad_core.io import read_image
 from ae4ad_core.registry import load_model
 
-IDENTIFIERS = ("Doe^Jane", "ID-12345", "St Example Hospital", "ACC-98765", "19700101", "Dr^Who")
+IDENTIFIERS = ("Doe^Jane", "ID-12345", "St Example Hospital", "ACC-777", "19700101", "House^Gregory", "SN-424242")
 
 
 def synthetic_identified_dicom(rows: int = 96, cols: int = 96) -> bytes:
-    """A small MR slice carrying made-up patient identifiers."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset("x.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.PatientName = "Doe^Jane"
-    ds.PatientID = "ID-12345"
-    ds.PatientBirthDate = "19700101"
-    ds.InstitutionName = "St Example Hospital"
-    ds.AccessionNumber = "ACC-98765"
-    ds.ReferringPhysicianName = "Dr^Who"
-    ds.Modality = "MR"
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.Rows, ds.Columns = rows, cols
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    """A small CT slice (a bright disc) carrying the made-up patient identifiers of ``_fixtures_io``."""
     yy, xx = np.mgrid[:rows, :cols]
     img = ((((yy - rows / 2) ** 2 + (xx - cols / 2) ** 2) < (rows / 3) ** 2) * 900 + 50).astype(np.uint16)
-    ds.PixelData = img.tobytes()
-    buf = _io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
+    return dicom_bytes(img, identifiers=True)
 
 
 @pytest.fixture(scope="module")
