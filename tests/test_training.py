@@ -130,3 +130,22 @@ def test_train_and_register_from_demo_subset(tmp_path):
     assert 0.0 <= metrics["image_auroc"] <= 1.0
     assert loaded.card.calibration["modes"]["reconstruction"]["threshold"] > 0
     assert np.isfinite(loaded.card.latent["entropy_gaussian_nats"])
+
+
+@pytest.mark.slow
+def test_torchrun_entry_point_trains_and_registers_once(tmp_path):
+    """``torchrun --nproc_per_node=2 -m ae4ad_core.training`` (gloo on CPU): rank 0 alone writes the model."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+         "ae4ad_core.training", "--data", "demo", "--latent-dim", "4", "--size", "32", "--epochs", "1", "--device", "cpu", "--no-evaluate",
+         "--quiet", "--name", "ddp-tiny", "--out", str(tmp_path)],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("saved ") == 1
+    loaded = load_model(tmp_path / "ddp-tiny", device="cpu")
+    assert loaded.card.training["world_size"] == 2
