@@ -101,6 +101,15 @@ def zoo_markdown_table(cards) -> str:
     return "\n".join(lines)
 
 
+def _stem(name: str) -> str:
+    """File name without its extension(s): ``scan.nii.gz`` -> ``scan``."""
+    stem = Path(name).name
+    for suffix in (".gz", ".nii", ".dcm", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"):
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+    return stem or "image"
+
+
 def cmd_score(args) -> int:
     from tqdm.auto import tqdm
 
@@ -126,13 +135,13 @@ def cmd_score(args) -> int:
             for i, idx in enumerate(res.slice_indices):
                 rgb = overlay_rgb(res.inputs[i], res.maps[i], vmax=res.display_max, alpha=0.5,
                                   outline=res.outline_mask(i))
-                PILImage.fromarray(rgb).save(out / f"{Path(img.name).stem}_slice{idx:03d}_{args.mode}.png")
+                PILImage.fromarray(rgb).save(out / f"{_stem(img.name)}_slice{idx:03d}_{args.mode}.png")
     payload = {"file": img.name, "model": loaded.name, "mode": args.mode, "device": str(loaded.device),
                "volume_score": max(r["score"] for r in results),
                "volume_above_threshold": any(r["above_threshold"] for r in results), "slices": results}
     text = json.dumps(payload, indent=1)
     if out:
-        (out / f"{Path(img.name).stem}_{args.mode}.json").write_text(text)
+        (out / f"{_stem(img.name)}_{args.mode}.json").write_text(text)
         print(f"wrote {out}")
     else:
         print(text)
