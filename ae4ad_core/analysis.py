@@ -98,6 +98,11 @@ class Analysis:
         """Pixels of slice ``i`` above the calibrated pixel threshold, in model space ``(S, S)``."""
         return self.maps[i] > self.pixel_threshold
 
+    def outline_in_input_space(self, i: int = 0) -> np.ndarray:
+        """:meth:`outline_mask` of slice ``i`` mapped back to the input geometry ``(H, W)``."""
+        mask = self.outline_mask(i).astype(np.float32)
+        return restore_map(mask, self.geometries[i], fill=0.0) >= 0.5
+
     def records(self) -> list[dict]:
         """One JSON-ready row per slice (no pixel data, no identifiers)."""
         rows = []

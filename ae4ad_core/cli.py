@@ -133,8 +133,8 @@ def cmd_score(args) -> int:
             from PIL import Image as PILImage
 
             for i, idx in enumerate(res.slice_indices):
-                rgb = overlay_rgb(res.inputs[i], res.maps[i], vmax=res.display_max, alpha=0.5,
-                                  outline=res.outline_mask(i))
+                rgb = overlay_rgb(img.pixels[idx], res.map_in_input_space(i), vmax=res.display_max, alpha=0.5,
+                                  outline=res.outline_in_input_space(i), window=img.default_window)
                 PILImage.fromarray(rgb).save(out / f"{_stem(img.name)}_slice{idx:03d}_{args.mode}.png")
     payload = {"file": img.name, "model": loaded.name, "mode": args.mode, "device": str(loaded.device),
                "volume_score": max(r["score"] for r in results),

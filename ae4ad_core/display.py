@@ -278,10 +278,7 @@ def reconstruction_in_raw_units(
 
 def outline_in_input_space(analysis, i: int) -> np.ndarray:
     """Pixels of slice ``i`` above the calibrated pixel threshold, in the input geometry ``(H, W)``."""
-    from .preprocess import restore_map
-
-    mask = analysis.outline_mask(i).astype(np.float32)
-    return restore_map(mask, analysis.geometries[i], fill=0.0) >= 0.5
+    return analysis.outline_in_input_space(i)
 
 
 def view_images(
