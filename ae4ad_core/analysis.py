@@ -19,7 +19,7 @@ from .preprocess import SliceGeometry, prepare_slices, restore_map
 from .registry import LoadedModel
 from .scoring import check_mode, score_batch
 
-__all__ = ["Analysis", "analyze", "calibration_of", "verdict_sentence"]
+__all__ = ["Analysis", "analyze", "calibration_of", "outline_in_input_space", "verdict_sentence"]
 
 def calibration_of(loaded: LoadedModel) -> Calibration:
     """The model's :class:`Calibration` (parsed once per loaded model, see ``LoadedModel.calibration``)."""
@@ -100,8 +100,7 @@ class Analysis:
 
     def outline_in_input_space(self, i: int = 0) -> np.ndarray:
         """:meth:`outline_mask` of slice ``i`` mapped back to the input geometry ``(H, W)``."""
-        mask = self.outline_mask(i).astype(np.float32)
-        return restore_map(mask, self.geometries[i], fill=0.0) >= 0.5
+        return outline_in_input_space(self, i)
 
     def records(self) -> list[dict]:
         """One JSON-ready row per slice (no pixel data, no identifiers)."""
@@ -142,6 +141,14 @@ class Analysis:
         if extra:
             payload.update(extra)
         return json.dumps(payload, indent=1)
+
+
+def outline_in_input_space(analysis, i: int) -> np.ndarray:
+    """Pixels of slice ``i`` above the calibrated pixel threshold, in the input geometry ``(H, W)``.
+
+    Works on anything with ``outline_mask(i)`` and ``geometries`` (an :class:`Analysis`)."""
+    mask = analysis.outline_mask(i).astype(np.float32)
+    return restore_map(mask, analysis.geometries[i], fill=0.0) >= 0.5
 
 
 def _input_warnings(x: torch.Tensor, surprisal: np.ndarray, cal: Calibration) -> list[list[str]]:

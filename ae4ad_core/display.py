@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .analysis import outline_in_input_space
+
 __all__ = [
     "WINDOW_PRESETS",
     "CT_WINDOWS",
@@ -274,11 +276,6 @@ def reconstruction_in_raw_units(
         hi = _nearest_rank(raw_slice, preprocessing.high)
     span = max(hi - lo, 1e-6)
     return (np.asarray(reconstruction, dtype=np.float32) + 1.0) / 2.0 * span + lo
-
-
-def outline_in_input_space(analysis, i: int) -> np.ndarray:
-    """Pixels of slice ``i`` above the calibrated pixel threshold, in the input geometry ``(H, W)``."""
-    return analysis.outline_in_input_space(i)
 
 
 def view_images(
