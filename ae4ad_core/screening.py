@@ -52,6 +52,7 @@ import pandas as pd
 import torch
 
 from .analysis import calibration_of
+from .distributed import distributed_info, init_distributed
 from .errors import Ae4adError, ModelCardError
 from .io import read_image
 from .preprocess import PreprocessConfig, prepare_slices
@@ -314,12 +315,6 @@ def _check_same_run(previous: pd.DataFrame, model: str, mode: str, out: Path) ->
 # ------------------------------------------------------------------------------------------------ distributed
 
 
-def _dist_info() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
 def _barrier(world: int) -> None:
     if world > 1:
         torch.distributed.barrier()
@@ -464,7 +459,7 @@ def screen(
         raise ValueError(f"batch_size and chunk_size must be >= 1, got {batch_size}, {chunk_size}.")
     out = Path(out).resolve()
     _suffix(out)
-    rank, world = _dist_info()
+    rank, world = distributed_info()
     loaded = (
         loaded_or_name
         if isinstance(loaded_or_name, LoadedModel)
@@ -598,21 +593,8 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     args = build_parser().parse_args(argv)
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not (
-        torch.distributed.is_available() and torch.distributed.is_initialized()
-    )
-    device = args.device
-    if distributed:
-        use_cuda = torch.cuda.is_available() and (device is None or str(device).startswith("cuda"))
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        if use_cuda:
-            torch.cuda.set_device(local)
-            device = f"cuda:{local}"
-        else:
-            local_world = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
-        torch.distributed.init_process_group(backend="nccl" if use_cuda else "gloo")
-    rank = _dist_info()[0]
+    distributed, device = init_distributed(args.device)
+    rank = distributed_info()[0]
     try:
         summary = screen(
             args.paths,

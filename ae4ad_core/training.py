@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from .device import describe_device, select_device
+from .distributed import distributed_info, init_distributed
 from .models import AutoEncoder, ModelConfig, build_model, kl_divergence
 from .preprocess import PreprocessConfig, prepare_slices, scale_intensity
 
@@ -136,12 +137,6 @@ def _loss(model, x: torch.Tensor, kl_weight: float, rate_weight: float = 0.0) ->
     return mse + kl_weight * kl, {"mse": mse.detach(), "kl": kl.detach()}
 
 
-def _dist_info() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
 def _checkpoint_path(folder: Path | None) -> Path | None:
     return None if folder is None else Path(folder) / "checkpoint.pt"
 
@@ -179,7 +174,7 @@ def train(
 
     from .augment import AugmentConfig, augment_batch
 
-    rank, world = _dist_info()
+    rank, world = distributed_info()
     prep = preprocessing or PreprocessConfig(size=config.image_size)
     if prep.size != config.image_size:
         raise ValueError(f"Preprocessing size {prep.size} differs from the model size {config.image_size}.")
@@ -345,7 +340,7 @@ def train_and_register(
     result = train(config, dataset.train.images, val_normal, preprocessing=prep, device=device,
                    checkpoint_dir=checkpoint_dir, progress=progress, on_progress=on_progress,
                    should_stop=should_stop)
-    rank, _ = _dist_info()
+    rank, _ = distributed_info()
     if rank != 0 or result.cancelled:
         return None
     model = result.model
@@ -444,12 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     from .data import load_dataset
 
     args = build_parser().parse_args(argv)
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if distributed:
-        backend = "nccl" if torch.cuda.is_available() and args.device != "cpu" else "gloo"
-        torch.distributed.init_process_group(backend=backend)
-        if backend == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    distributed, device = init_distributed(args.device)
     try:
         config = TrainConfig(
             kind=args.kind, latent_dim=args.latent_dim, image_size=args.image_size, epochs=args.epochs,
@@ -461,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
         dataset = load_dataset(args.data, size=max(128, args.image_size))
         command = "ae4ad train " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
         path = train_and_register(
-            config, dataset, name=args.name, root=args.out, device=args.device,
+            config, dataset, name=args.name, root=args.out, device=device,
             checkpoint_dir=args.checkpoint_dir, evaluate_test=args.evaluate, command=command,
             progress=not args.quiet,
         )
