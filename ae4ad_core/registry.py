@@ -7,11 +7,13 @@ order: the shipped zoo ``assets/models`` and the user's folder (``$AE4AD_HOME/mo
 
 from __future__ import annotations
 
+import collections
 import functools
 import json
 import os
 import shutil
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +34,7 @@ __all__ = [
     "save_model",
     "load_card",
     "load_model",
+    "load_shared_model",
     "list_models",
     "find_model_dir",
 ]
@@ -310,6 +313,35 @@ def load_model(
     dev = select_device(device)
     inference = fuse_for_inference(model).to(dev)
     return LoadedModel(card=card, model=model, inference=inference, device=dev, path=folder)
+
+
+_SHARED: collections.OrderedDict = collections.OrderedDict()
+_SHARED_LOCK = threading.Lock()
+SHARED_MODELS_MAX = 32
+
+
+def load_shared_model(name_or_path: str | Path, *, device: str | torch.device | None = None) -> LoadedModel:
+    """:func:`load_model` through one process-wide cache shared by every caller (all app pages and sessions).
+
+    Keyed by the model folder, the modification times of its card and weights, and the device, so a retrained
+    or replaced model is reloaded and an unchanged one is loaded once. The result is shared: use it read-only.
+    At most ``SHARED_MODELS_MAX`` models are kept (least recently used dropped first).
+    """
+    folder = find_model_dir(name_or_path).resolve()
+    dev = select_device(device)
+    stamps = tuple((folder / f).stat().st_mtime_ns if (folder / f).exists() else 0 for f in (CARD_FILE, WEIGHTS_FILE))
+    key = (str(folder), stamps, str(dev))
+    with _SHARED_LOCK:
+        if key in _SHARED:
+            _SHARED.move_to_end(key)
+            return _SHARED[key]
+    loaded = load_model(folder, device=dev)
+    with _SHARED_LOCK:
+        loaded = _SHARED.setdefault(key, loaded)
+        _SHARED.move_to_end(key)
+        while len(_SHARED) > SHARED_MODELS_MAX:
+            _SHARED.popitem(last=False)
+    return loaded
 
 
 def list_models(roots: list[Path] | None = None) -> list[ModelCard]:

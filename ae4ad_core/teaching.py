@@ -179,17 +179,18 @@ def load_models(names: Sequence[str], *, max_workers: int = 4) -> list[LoadedMod
     """Load several models at once (threads: reading, checking and fusing weights mostly runs outside the GIL,
     so eight small models load about three times faster than one after another on a 2-core CPU).
 
-    Returns the models in the order of ``names``; errors of :func:`~ae4ad_core.registry.load_model` propagate.
+    Models come from :func:`~ae4ad_core.registry.load_shared_model`, so pages share one copy of each. Returns the
+    models in the order of ``names``; errors of :func:`~ae4ad_core.registry.load_model` propagate.
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from .registry import load_model
+    from .registry import load_shared_model
 
     names = list(names)
     if len(names) <= 1 or max_workers <= 1:
-        return [load_model(n) for n in names]
+        return [load_shared_model(n) for n in names]
     with ThreadPoolExecutor(max_workers=min(max_workers, len(names))) as pool:
-        return list(pool.map(load_model, names))
+        return list(pool.map(load_shared_model, names))
 
 
 def pick_vae(cards: Sequence[ModelCard], *, preferred: str = "vae-d16") -> str | None:

@@ -16,7 +16,7 @@ from ae4ad_core.archive import expand_uploads
 from ae4ad_core.errors import Ae4adError
 from ae4ad_core.io import Image, read_images
 from ae4ad_core.plotting import figure_to_png, latent_scatter_figure, score_histogram_figure, spectrum_figure
-from ae4ad_core.registry import find_model_dir, list_models, load_model
+from ae4ad_core.registry import find_model_dir, list_models, load_shared_model
 from ae4ad_core.scoring import modes_for
 
 # Streamlit 1.67 runs this file alone (MPA v1, because pages/ exists) when a fresh server is first opened at
@@ -26,9 +26,10 @@ if PagesManager.uses_pages_directory:
     st.rerun()
 
 
-@st.cache_resource(show_spinner="Loading the model…", max_entries=16)
 def get_model(name: str, stamp: float):
-    return load_model(name)
+    """The model, from the library's process-wide cache (shared with the other pages; ``stamp`` keeps the
+    callers' cache keys tied to the card's version)."""
+    return load_shared_model(name)
 
 
 @st.cache_resource(ttl=20, show_spinner=False)  # cards are frozen and read-only: no copy per rerun

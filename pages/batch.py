@@ -14,7 +14,7 @@ from streamlit.runtime.pages_manager import PagesManager
 from ae4ad_core import display
 from ae4ad_core.batch import score_uploads
 from ae4ad_core.errors import Ae4adError
-from ae4ad_core.registry import find_model_dir, list_models, load_model
+from ae4ad_core.registry import find_model_dir, list_models, load_shared_model
 from ae4ad_core.report import NOTICE, build_pdf_report
 from ae4ad_core.scoring import modes_for
 
@@ -27,9 +27,10 @@ if PagesManager.uses_pages_directory:
 ANALYZE_PAGE = "pages/analyze.py"
 
 
-@st.cache_resource(show_spinner="Loading the model…", max_entries=16)
 def get_model(name: str, stamp: float):
-    return load_model(name)
+    """The model, from the library's process-wide cache (shared with the other pages; ``stamp`` keeps the
+    callers' cache keys tied to the card's version)."""
+    return load_shared_model(name)
 
 
 st.title("Batch screening")

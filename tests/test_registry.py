@@ -220,3 +220,17 @@ def test_interrupted_save_leaves_no_model_and_no_temporary_folder(root, tmp_path
     monkeypatch.undo()
     again = load_model("tiny-ae-d4", roots=[root])
     assert again.card.to_dict() == loaded.card.to_dict()
+
+
+def test_shared_models_are_loaded_once_and_reloaded_when_replaced(root):
+    import os
+
+    from ae4ad_core.registry import load_shared_model
+
+    folder = root / "tiny-ae-d4"
+    first = load_shared_model(folder, device="cpu")
+    assert load_shared_model(folder, device="cpu") is first  # every page and session gets the same copy
+    stat = (folder / CARD_FILE).stat()
+    os.utime(folder / CARD_FILE, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # the model was replaced
+    again = load_shared_model(folder, device="cpu")
+    assert again is not first and again.card.name == first.card.name
