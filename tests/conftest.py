@@ -126,6 +126,22 @@ def tiny_vae_dir(tiny_models_root) -> Path:
     return tiny_models_root / f"tiny-vae-d{TINY_LATENT}"
 
 
+@pytest.fixture(scope="module")
+def vae(tiny_vae_dir):
+    """The tiny VAE, loaded on the CPU (read-only: shared by a test module)."""
+    from ae4ad_core.registry import load_model
+
+    return load_model(tiny_vae_dir, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def ae(tiny_ae_dir):
+    """The tiny AE, loaded on the CPU (read-only: shared by a test module)."""
+    from ae4ad_core.registry import load_model
+
+    return load_model(tiny_ae_dir, device="cpu")
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)

@@ -13,20 +13,9 @@ from conftest import synthetic_slices
 from ae4ad_core.analysis import analyze
 from ae4ad_core.calibration import Calibration, calibrate, score_all
 from ae4ad_core.preprocess import prepare_slices
-from ae4ad_core.registry import load_model
 from ae4ad_core.scoring import FOREGROUND_LEVEL
 
 pytestmark = pytest.mark.usefixtures("single_thread")
-
-
-@pytest.fixture(scope="module")
-def vae(tiny_vae_dir):
-    return load_model(tiny_vae_dir, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def ae(tiny_ae_dir):
-    return load_model(tiny_ae_dir, device="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -34,21 +34,11 @@ from ae4ad_core.plotting import (
     spectrum_figure,
 )
 from ae4ad_core.preprocess import SliceGeometry
-from ae4ad_core.registry import LoadedModel, load_model
+from ae4ad_core.registry import LoadedModel
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(scope="module")
-def vae(tiny_vae_dir):
-    return load_model(tiny_vae_dir, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def ae(tiny_ae_dir):
-    return load_model(tiny_ae_dir, device="cpu")
 
 
 # ------------------------------------------------------------------------------------- hand-computed metrics

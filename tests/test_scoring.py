@@ -24,16 +24,6 @@ from ae4ad_core.scoring import (
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-@pytest.fixture(scope="module")
-def vae(tiny_vae_dir):
-    return load_model(tiny_vae_dir, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def ae(tiny_ae_dir):
-    return load_model(tiny_ae_dir, device="cpu")
-
-
 def _inputs(n: int, size: int = 32, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
