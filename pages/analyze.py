@@ -49,6 +49,16 @@ def read_uploads(key: str, _files: list[tuple[str, bytes]]):
     return images, zip_errors + errors
 
 
+def read_or_stop(key: str, files: list[tuple[str, bytes]]) -> list[Image]:
+    """The readable images of ``files``; one error line per file that could not be read; stop if none."""
+    images, errors = read_uploads(key, files)
+    for failed, reason in errors:
+        st.error(reason if reason.startswith(failed) else f"{failed}: {reason}", icon=":material/error:")
+    if not images:
+        st.stop()
+    return images
+
+
 @st.cache_data(max_entries=32, show_spinner="Scoring…")
 def run_analysis(key: str, model_name: str, stamp: float, mode: str, _pixels):
     return analyze(_pixels, get_model(model_name, stamp), mode=mode)
@@ -129,11 +139,7 @@ with st.sidebar:
 truth, first_slice = None, None
 if source == "From Batch":
     key = display.digest(request["name"], str(len(request["data"])))
-    images, errors = read_uploads(key, [(request["name"], request["data"])])
-    for failed, reason in errors:
-        st.error(reason if reason.startswith(failed) else f"{failed}: {reason}", icon=":material/error:")
-    if not images:
-        st.stop()
+    images = read_or_stop(key, [(request["name"], request["data"])])
     image, first_slice = images[0], int(request.get("slice", 0))
 elif source == "Upload":
     if not files:
@@ -145,11 +151,7 @@ elif source == "Upload":
         )
         st.stop()
     key = display.digest(*[f"{f.file_id}:{f.name}:{f.size}" for f in files])
-    images, errors = read_uploads(key, [(f.name, f.getvalue()) for f in files])
-    for failed, reason in errors:
-        st.error(reason if reason.startswith(failed) else f"{failed}: {reason}", icon=":material/error:")
-    if not images:
-        st.stop()
+    images = read_or_stop(key, [(f.name, f.getvalue()) for f in files])
     pick = 0
     if len(images) > 1:
         pick = st.selectbox("Image", range(len(images)), format_func=lambda k: images[k].name)
