@@ -13,11 +13,11 @@ from ae4ad_core.device import describe_device, select_device
 st.set_page_config(page_title="AE4AD Studio", page_icon=":material/neurology:", layout="wide")
 
 PAGES = [
-    ("pages/analyze.py", "Analyze", ":material/image_search:"),
-    ("pages/batch.py", "Batch", ":material/stacks:"),
-    ("pages/train.py", "Train", ":material/model_training:"),
-    ("pages/learn.py", "Learn", ":material/school:"),
-    ("pages/models.py", "Models", ":material/hub:"),
+    ("app_pages/analyze.py", "Analyze", ":material/image_search:"),
+    ("app_pages/batch.py", "Batch", ":material/stacks:"),
+    ("app_pages/train.py", "Train", ":material/model_training:"),
+    ("app_pages/learn.py", "Learn", ":material/school:"),
+    ("app_pages/models.py", "Models", ":material/hub:"),
 ]
 HERE = Path(__file__).resolve().parent
 

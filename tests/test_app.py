@@ -108,7 +108,7 @@ def assert_result_shown(at):
 # ------------------------------------------------------------------------------------------------ pages
 
 
-def app_pages() -> list[str]:
+def listed_pages() -> list[str]:
     """The page files listed in app.py's PAGES that exist."""
     tree = ast.parse((REPO / "app.py").read_text())
     listed = next(
@@ -119,17 +119,16 @@ def app_pages() -> list[str]:
     return [path for path, _, _ in listed if (REPO / path).is_file()]
 
 
-@pytest.mark.parametrize("page", app_pages())
+@pytest.mark.parametrize("page", listed_pages())
 def test_every_page_runs_inside_the_app(app, page):
     app.switch_page(page).run()
     assert not app.exception, app.exception
     assert app.title, f"{page} shows no title"
 
 
-@pytest.mark.parametrize("page", ["pages/analyze.py", "pages/models.py"])
+@pytest.mark.parametrize("page", ["app_pages/analyze.py", "app_pages/models.py"])
 def test_sidebar_has_the_notice_and_the_device(app, page):
-    # AppTest resets Streamlit's "pages/ folder" flag before every run, so a switched-to page runs alone
-    # (MPA v1) unless it reruns itself through app.py, as these pages do (see the guard at their top).
+    # A switched-to page runs through app.py's st.navigation, so the shared sidebar is there too.
     app.switch_page(page).run()
     assert any("not for diagnosis" in w.value for w in app.sidebar.warning)
     assert any("Computing on" in c.value for c in app.sidebar.caption)
@@ -137,7 +136,7 @@ def test_sidebar_has_the_notice_and_the_device(app, page):
 
 def test_analyze_is_the_default_page_and_models_page_shows_the_zoo(app):
     assert "Analyze an image" in [t.value for t in app.title]
-    app.switch_page("pages/models.py").run()
+    app.switch_page("app_pages/models.py").run()
     assert not app.exception, app.exception
     assert "Model zoo" in [t.value for t in app.title]
     assert len(app.dataframe) >= 1

@@ -153,8 +153,9 @@ def test_demo_case_shows_ground_truth(page):
 
 
 def test_fresh_server_opened_at_a_page_url_goes_through_the_navigation(home):
-    """Streamlit 1.67 runs pages/<page>.py alone (MPA v1) when a fresh server is first opened at its URL;
-    the page reruns itself through app.py, so the sidebar notice and the full navigation are there."""
+    """A fresh server first opened at a page's URL runs that page through app.py's st.navigation (the pages
+    live in app_pages/, not in Streamlit's auto-discovered pages/), so the sidebar notice and the full
+    navigation are there."""
     with streamlit_server(env={"AE4AD_HOME": str(home)}) as fresh, chromium_page() as page:
         page.goto(fresh.url + "models")
         page.get_by_text("Model zoo").wait_for(timeout=90_000)

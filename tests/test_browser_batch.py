@@ -1,7 +1,7 @@
 """Real browser on the Batch page: upload a ZIP, see the ranked table, download the CSV (Playwright + Debian
 chromium, REFERENCE.md §5). Skipped where chromium is missing, except under CI (env ``CI``), where it fails.
 
-The page runs on its own (``streamlit run pages/batch.py``), so the test does not depend on the app's navigation.
+The page runs on its own (``streamlit run app_pages/batch.py``), so the test does not depend on the app's navigation.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def server(tmp_path_factory, tiny_models_root):
     home = tmp_path_factory.mktemp("batch_home")
     shutil.copytree(tiny_models_root, home / "models")
     ARTIFACTS.mkdir(exist_ok=True)
-    with streamlit_server(REPO / "pages" / "batch.py", env={"AE4AD_HOME": str(home)}) as running:
+    with streamlit_server(REPO / "app_pages" / "batch.py", env={"AE4AD_HOME": str(home)}) as running:
         yield running
 
 

@@ -1,4 +1,4 @@
-"""The Learn page: AppTest on ``pages/learn.py`` alone, plus a real-browser run through ``app.py``.
+"""The Learn page: AppTest on ``app_pages/learn.py`` alone, plus a real-browser run through ``app.py``.
 
 The page teaches with the shipped models (the ``ae-d*`` sweep, ``vae-d16``, optionally a rate-distortion AE),
 the demo test set and ``assets/sweep/sweep.json``; tests that need them skip when they are missing. The browser
@@ -21,7 +21,7 @@ from streamlit.testing.v1 import AppTest
 from ae4ad_core import registry, teaching
 from ae4ad_core.data import DEMO_PATH
 
-LEARN = str(REPO / "pages" / "learn.py")
+LEARN = str(REPO / "app_pages" / "learn.py")
 SWEEP = [f"ae-d{d}" for d in (1, 2, 4, 8, 16, 32, 64, 128)]
 SHIPPED = registry.shipped_models_dir()
 HAVE_ASSETS = (

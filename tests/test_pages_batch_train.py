@@ -1,4 +1,4 @@
-"""AppTest of the Batch and Train pages, each run on its own (``AppTest.from_file("pages/...")``).
+"""AppTest of the Batch and Train pages, each run on its own (``AppTest.from_file("app_pages/...")``).
 
 Batch: a mix of good and bad uploads (PNG, DICOM, random bytes, a ZIP) gives the ranked table, the failures and
 the exports; selecting a row hands the volume to the Analyze page. Train: one epoch on uploaded normal images
@@ -20,8 +20,8 @@ from test_jobs import normal_pngs, zipped
 from ae4ad_core.data import DEMO_PATH
 from ae4ad_core.registry import list_models
 
-BATCH = str(REPO / "pages" / "batch.py")
-TRAIN = str(REPO / "pages" / "train.py")
+BATCH = str(REPO / "app_pages" / "batch.py")
+TRAIN = str(REPO / "app_pages" / "train.py")
 
 
 @pytest.fixture

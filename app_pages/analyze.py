@@ -8,7 +8,6 @@ from functools import partial
 
 import numpy as np
 import streamlit as st
-from streamlit.runtime.pages_manager import PagesManager
 
 from ae4ad_core import display
 from ae4ad_core.analysis import analyze, calibration_of
@@ -18,12 +17,6 @@ from ae4ad_core.io import Image, read_images
 from ae4ad_core.plotting import figure_to_png, latent_scatter_figure, score_histogram_figure, spectrum_figure
 from ae4ad_core.registry import find_model_dir, list_models, load_shared_model
 from ae4ad_core.scoring import modes_for
-
-# Streamlit 1.67 runs this file alone (MPA v1, because pages/ exists) when a fresh server is first opened at
-# this page's URL; rerun through app.py's st.navigation instead, which keeps the URL's page.
-if PagesManager.uses_pages_directory:
-    PagesManager.uses_pages_directory = False
-    st.rerun()
 
 
 def get_model(name: str, stamp: float):
@@ -77,7 +70,7 @@ def chart_png(kind: str, model_name: str, stamp: float, mode: str, point: tuple)
 
 
 # ----------------------------------------------------------------------------------------------- sidebar
-# A volume sent from the Batch page: {"name", "data", "slice", "model", "mode"} (see pages/batch.py).
+# A volume sent from the Batch page: {"name", "data", "slice", "model", "mode"} (see app_pages/batch.py).
 request = st.session_state.get("analyze_request")
 if request and st.session_state.get("_request_shown") is not request:
     st.session_state["_request_shown"] = request

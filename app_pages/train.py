@@ -6,7 +6,6 @@ stop it; a fragment polls its progress once a second while it runs.
 
 import pandas as pd
 import streamlit as st
-from streamlit.runtime.pages_manager import PagesManager
 
 from ae4ad_core import display
 from ae4ad_core.data import load_demo
@@ -21,12 +20,6 @@ from ae4ad_core.jobs import (
 )
 from ae4ad_core.registry import user_models_dir
 from ae4ad_core.training import TrainConfig
-
-# Streamlit 1.67 runs this file alone (MPA v1, because pages/ exists) when a fresh server is first opened at
-# this page's URL; rerun through app.py's st.navigation instead, which keeps the URL's page.
-if PagesManager.uses_pages_directory:
-    PagesManager.uses_pages_directory = False
-    st.rerun()
 
 LATENT_CHOICES = ["automatic", 1, 2, 4, 8, 16, 32, 64, 128]
 KINDS = {"ae": "Autoencoder (AE)", "vae": "Variational autoencoder (VAE)"}

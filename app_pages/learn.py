@@ -4,18 +4,11 @@ All numbers and images come from :mod:`ae4ad_core.teaching`; this page reads the
 """
 
 import streamlit as st
-from streamlit.runtime.pages_manager import PagesManager
 
 from ae4ad_core import display, teaching
 from ae4ad_core.errors import Ae4adError
 from ae4ad_core.plotting import figure_to_png
 from ae4ad_core.registry import list_models
-
-# Streamlit 1.67 runs this file alone (MPA v1, as pages/ exists) when a fresh server is first opened at this
-# page's URL: rerun through app.py's st.navigation instead, which keeps the URL's page (as the other pages do).
-if PagesManager.uses_pages_directory:
-    PagesManager.uses_pages_directory = False
-    st.rerun()
 
 AE4AD = (
     "Cai, Chen, Cheng. *Rethinking Autoencoders for Medical Anomaly Detection from a Theoretical "

@@ -9,7 +9,6 @@ from functools import partial
 import pandas as pd
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
-from streamlit.runtime.pages_manager import PagesManager
 
 from ae4ad_core import display
 from ae4ad_core.batch import score_uploads
@@ -18,13 +17,7 @@ from ae4ad_core.registry import find_model_dir, list_models, load_shared_model
 from ae4ad_core.report import NOTICE, build_pdf_report
 from ae4ad_core.scoring import modes_for
 
-# Streamlit 1.67 runs this file alone (MPA v1, because pages/ exists) when a fresh server is first opened at
-# this page's URL; rerun through app.py's st.navigation instead, which keeps the URL's page.
-if PagesManager.uses_pages_directory:
-    PagesManager.uses_pages_directory = False
-    st.rerun()
-
-ANALYZE_PAGE = "pages/analyze.py"
+ANALYZE_PAGE = "app_pages/analyze.py"
 
 
 def get_model(name: str, stamp: float):

@@ -3,17 +3,10 @@
 import altair as alt
 import pandas as pd
 import streamlit as st
-from streamlit.runtime.pages_manager import PagesManager
 
 from ae4ad_core import display
 from ae4ad_core.plotting import figure_to_png, roc_pr_figures
 from ae4ad_core.registry import list_models
-
-# Streamlit 1.67 runs this file alone (MPA v1, because pages/ exists) when a fresh server is first opened at
-# this page's URL; rerun through app.py's st.navigation instead, which keeps the URL's page.
-if PagesManager.uses_pages_directory:
-    PagesManager.uses_pages_directory = False
-    st.rerun()
 
 
 @st.cache_resource(ttl=20, show_spinner=False)  # cards are frozen and read-only: no copy per rerun
