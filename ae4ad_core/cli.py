@@ -3,7 +3,8 @@
 Commands::
 
     ae4ad info FILE [FILE ...]            what was read (format, shape, de-identified metadata)
-    ae4ad score FILE --model M --mode reconstruction|kl|combined [--out DIR] [--slices 3,4]
+    ae4ad score FILE|SERIES_DIR --model M --mode reconstruction|kl|combined [--out DIR] [--slices 3,4]
+                [--dicom]                         also DICOM Parametric Map + Segmentation (DICOM input)
     ae4ad models                          the registry (shipped zoo + user models)
     ae4ad train ...                       train, calibrate and register (see ``ae4ad train -h``)
     ae4ad evaluate --model M --data demo|PATH [--out DIR]
@@ -21,7 +22,7 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import Ae4adError
+from .errors import Ae4adError, UnreadableImageError, UnsupportedImageError
 
 __all__ = ["main"]
 
@@ -110,18 +111,37 @@ def _stem(name: str) -> str:
     return stem or "image"
 
 
+def _read_score_input(path: str):
+    """The image to score and the file(s) it came from: a file, or a folder holding one DICOM series."""
+    from .io import read_dicom_series, read_image
+
+    folder = Path(path)
+    if folder.is_dir():
+        files = sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith("."))
+        if not files:
+            raise UnreadableImageError(f"{folder.name}: the folder holds no files to read as a DICOM series")
+        return read_dicom_series(files), files
+    return read_image(path), [Path(path)]
+
+
 def cmd_score(args) -> int:
     from tqdm.auto import tqdm
 
     from .analysis import analyze
-    from .io import read_image
     from .plotting import overlay_rgb
     from .registry import load_model
 
+    if args.dicom and not args.out:
+        raise Ae4adError("--dicom writes files: give the folder with --out DIR.")
+    img, files = _read_score_input(args.file)
+    if args.dicom and img.format not in ("dicom", "dicom-series"):
+        from .dicom_results import DICOM_INPUT_NEEDED
+
+        raise UnsupportedImageError(f"{img.name}: {DICOM_INPUT_NEEDED}; this is a {img.format} image.")
     loaded = load_model(args.model, device=args.device)
-    img = read_image(args.file)
     indices = _parse_indices(args.slices) or list(range(img.n_slices))
     results = []
+    analyses = []
     out = Path(args.out) if args.out else None
     if out:
         out.mkdir(parents=True, exist_ok=True)
@@ -129,6 +149,8 @@ def cmd_score(args) -> int:
         chunk = indices[start: start + 32]
         res = analyze(img.pixels, loaded, mode=args.mode, slice_indices=chunk)
         results.extend(res.records())
+        if args.dicom:
+            analyses.append(res)
         if out:
             from PIL import Image as PILImage
 
@@ -139,9 +161,17 @@ def cmd_score(args) -> int:
     payload = {"file": img.name, "model": loaded.name, "mode": args.mode, "device": str(loaded.device),
                "volume_score": max(r["score"] for r in results),
                "volume_above_threshold": any(r["above_threshold"] for r in results), "slices": results}
+    if args.dicom:
+        from .dicom_results import read_source_datasets, write_dicom_results
+
+        datasets = read_source_datasets(files, image=img)
+        written = write_dicom_results(datasets, analyses, out, stem=_stem(img.name))
+        payload["dicom"] = [p.name for p in written]
     text = json.dumps(payload, indent=1)
     if out:
         (out / f"{_stem(img.name)}_{args.mode}.json").write_text(text)
+        if args.dicom:
+            print(f"wrote {', '.join(str(p) for p in written)} (these DICOM files carry the patient's identifiers)")
         print(f"wrote {out}")
     else:
         print(text)
@@ -203,13 +233,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", action="store_true", help="the evaluation table (as in the README)")
     p.set_defaults(func=cmd_models)
 
-    p = sub.add_parser("score", help="score an image file: maps as PNG, scores as JSON")
-    p.add_argument("file")
+    p = sub.add_parser("score", help="score an image file or DICOM series folder: maps as PNG, scores as JSON")
+    p.add_argument("file", help="an image file, or a folder holding the files of one DICOM series")
     p.add_argument("--model", required=True)
     p.add_argument("--mode", default="reconstruction", choices=["reconstruction", "kl", "combined"])
     p.add_argument("--slices", default=None, help="e.g. 3,4,10-12 (default: all)")
     p.add_argument("--out", default=None, help="folder for PNG maps and the JSON result")
     p.add_argument("--device", default=None)
+    p.add_argument("--dicom", action="store_true",
+                   help="also write the map as a DICOM Parametric Map and the above-threshold region as a DICOM "
+                        "Segmentation in the source's study (DICOM input only; these carry patient identifiers)")
     p.set_defaults(func=cmd_score)
 
     sub.add_parser("train", help="train, calibrate and register a model", add_help=False)
