@@ -14,21 +14,47 @@ The public API, module by module (import from the modules; the most used names a
 * :mod:`ae4ad_core.cli` -- the ``ae4ad`` command
 """
 
-from .analysis import Analysis, analyze
-from .device import describe_device, select_device
-from .errors import (
-    Ae4adError,
-    ImageTooLargeError,
-    ModelCardError,
-    UnknownModelError,
-    UnreadableImageError,
-    UnsupportedImageError,
-    UnsupportedModeError,
-)
-from .models import ModelConfig, build_model
-from .preprocess import PreprocessConfig
-from .registry import LoadedModel, ModelCard, list_models, load_model, save_model
-from .scoring import SCORING_MODES, score_batch
+import importlib
+
+# The re-exported names and the module each lives in. They are imported on first use (PEP 562), so that
+# ``import ae4ad_core.cli`` (``ae4ad models``, ``ae4ad info``) does not pay for torch, SciPy and pandas.
+_EXPORTS = {
+    "Analysis": "analysis",
+    "analyze": "analysis",
+    "describe_device": "device",
+    "select_device": "device",
+    "Ae4adError": "errors",
+    "ImageTooLargeError": "errors",
+    "ModelCardError": "errors",
+    "UnknownModelError": "errors",
+    "UnreadableImageError": "errors",
+    "UnsupportedImageError": "errors",
+    "UnsupportedModeError": "errors",
+    "ModelConfig": "models",
+    "build_model": "models",
+    "PreprocessConfig": "preprocess",
+    "LoadedModel": "registry",
+    "ModelCard": "registry",
+    "list_models": "registry",
+    "load_model": "registry",
+    "save_model": "registry",
+    "SCORING_MODES": "scoring",
+    "score_batch": "scoring",
+}
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
 
 __version__ = "0.1.0"
 

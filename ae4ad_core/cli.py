@@ -60,20 +60,23 @@ def cmd_info(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from .registry import list_models
+    if args.json:  # full cards: validated with the model classes (imports torch)
+        from .registry import list_models
 
-    cards = list_models()
+        cards = list_models()
+        print(json.dumps([c.to_dict() | {"calibration": None, "latent": None} for c in cards], indent=1))
+        return 0
+    from .cards import list_card_summaries
+
+    cards = list_card_summaries()  # card JSON only: answers without importing torch
     if args.markdown:
         print(zoo_markdown_table(cards))
-        return 0
-    if args.json:
-        print(json.dumps([c.to_dict() | {"calibration": None, "latent": None} for c in cards], indent=1))
         return 0
     print(f"{'name':<22}{'kind':<6}{'d':>5}{'size':>6}  {'image AUROC':>11}  {'H_gauss (nats)':>14}  description")
     for c in cards:
         auroc = c.metrics.get("reconstruction", {}).get("image_auroc")
         ent = c.latent.get("entropy_gaussian_nats")
-        print(f"{c.name:<22}{c.kind:<6}{c.latent_dim:>5}{c.architecture.image_size:>6}  "
+        print(f"{c.name:<22}{c.kind:<6}{c.latent_dim:>5}{c.image_size:>6}  "
               f"{'' if auroc is None else f'{auroc:.3f}':>11}  {'' if ent is None else f'{ent:.1f}':>14}  "
               f"{c.description}")
     return 0

@@ -16,13 +16,15 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from .device import select_device
 from .errors import ModelCardError, UnknownModelError
-from .models import AutoEncoder, ModelConfig, build_model, fuse_for_inference
-from .preprocess import PreprocessConfig
+
+if TYPE_CHECKING:  # torch and the model classes are imported where used: reading cards needs no torch
+    import torch
+
+    from .models import AutoEncoder, ModelConfig
+    from .preprocess import PreprocessConfig
 
 __all__ = [
     "CARD_VERSION",
@@ -129,6 +131,9 @@ class ModelCard:
         for key in ("name", "architecture", "preprocessing"):
             if key not in data:
                 raise ModelCardError(f"{source}: the model card has no {key!r} field.")
+        from .models import ModelConfig
+        from .preprocess import PreprocessConfig
+
         try:
             arch = ModelConfig.from_dict(data["architecture"])
             prep = PreprocessConfig.from_dict(data["preprocessing"])
@@ -200,6 +205,7 @@ def _atomic_write_dir(target: Path, write) -> None:
 def save_model(model: AutoEncoder, card: ModelCard, root: Path | str | None = None) -> Path:
     """Write ``model`` and ``card`` to ``<root>/<card.name>/`` atomically (temporary folder, then rename), so an
     interrupted save never leaves a half-written model. Returns the model folder."""
+    import torch
     from safetensors.torch import save_file
 
     if card.architecture != model.config:
@@ -286,6 +292,11 @@ def load_model(
         The card is invalid, or the weights are not safetensors, miss or add tensors, have wrong shapes, or hold
         NaN/inf values.
     """
+    import torch
+
+    from .device import select_device
+    from .models import build_model, fuse_for_inference
+
     folder = find_model_dir(name_or_path, roots)
     card = load_card(folder)
     state = _read_weights(folder / WEIGHTS_FILE)
@@ -327,6 +338,8 @@ def load_shared_model(name_or_path: str | Path, *, device: str | torch.device | 
     or replaced model is reloaded and an unchanged one is loaded once. The result is shared: use it read-only.
     At most ``SHARED_MODELS_MAX`` models are kept (least recently used dropped first).
     """
+    from .device import select_device
+
     folder = find_model_dir(name_or_path).resolve()
     dev = select_device(device)
     stamps = tuple((folder / f).stat().st_mtime_ns if (folder / f).exists() else 0 for f in (CARD_FILE, WEIGHTS_FILE))

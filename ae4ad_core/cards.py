@@ -1,0 +1,112 @@
+"""Model cards read as JSON only, without torch: a fast listing of the registry (``ae4ad models``).
+
+:func:`ae4ad_core.registry.list_models` builds full :class:`~ae4ad_core.registry.ModelCard` objects, whose
+architecture and preprocessing classes live next to the torch modules; importing them costs about a second.
+Listing needs none of that. :func:`list_card_summaries` reads each ``card.json``, checks what a listing relies
+on (a JSON object of the supported card version with a name, an architecture and a preprocessing section) and
+returns :class:`CardSummary` rows. The architecture itself is validated when the model is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ModelCardError
+
+__all__ = ["CardSummary", "read_card_summary", "list_card_summaries"]
+
+
+@dataclass(frozen=True)
+class CardSummary:
+    """What a listing shows of a model card.
+
+    Attributes
+    ----------
+    name, description : str
+    kind : {"ae", "vae", "rdae"}
+    latent_dim, image_size : int
+        ``d`` and the model input side in pixels.
+    metrics, latent : dict
+        The card's evaluation results per mode and latent statistics (as in :class:`ModelCard`).
+    folder : Path
+        The model folder.
+    """
+
+    name: str
+    kind: str
+    latent_dim: int
+    image_size: int
+    description: str = ""
+    metrics: dict = field(default_factory=dict)
+    latent: dict = field(default_factory=dict)
+    folder: Path | None = None
+
+
+def read_card_summary(folder: Path | str) -> CardSummary:
+    """Read ``card.json`` of a model folder as a :class:`CardSummary`.
+
+    Raises
+    ------
+    ModelCardError
+        No card, not JSON, not a JSON object, another card version, or a missing or malformed field.
+    """
+    from .registry import CARD_FILE, CARD_VERSION
+
+    folder = Path(folder)
+    source = f"{folder.name}/{CARD_FILE}"
+    try:
+        data = json.loads((folder / CARD_FILE).read_text())
+    except FileNotFoundError:
+        raise ModelCardError(f"{folder.name}: no {CARD_FILE} in {folder}.") from None
+    except (OSError, ValueError) as exc:
+        raise ModelCardError(f"{source}: not valid JSON ({exc}).") from None
+    if not isinstance(data, dict):
+        raise ModelCardError(f"{source}: a model card must be a JSON object.")
+    if data.get("version") != CARD_VERSION:
+        raise ModelCardError(f"{source}: card version {data.get('version')!r} is not supported.")
+    arch = data.get("architecture")
+    if not isinstance(arch, dict) or not isinstance(data.get("preprocessing"), dict) or "name" not in data:
+        raise ModelCardError(f"{source}: the card needs a name, an architecture and a preprocessing section.")
+    try:
+        return CardSummary(
+            name=str(data["name"]),
+            kind=str(arch.get("kind", "ae")),
+            latent_dim=int(arch.get("latent_dim", 16)),
+            image_size=int(arch.get("image_size", 64)),
+            description=str(data.get("description", "")),
+            metrics=dict(data.get("metrics", {})),
+            latent=dict(data.get("latent", {})),
+            folder=folder,
+        )
+    except (TypeError, ValueError) as exc:
+        raise ModelCardError(f"{source}: {exc}") from None
+
+
+def list_card_summaries(roots: list[Path] | None = None) -> list[CardSummary]:
+    """Summaries of every model under the registry roots (default
+    :func:`ae4ad_core.registry.registry_roots`), unreadable cards skipped, first root winning a name, sorted by
+    name with numbers in numeric order (``ae-d2`` before ``ae-d16``) as :func:`~ae4ad_core.registry.list_models`.
+    """
+    from .registry import CARD_FILE, registry_roots
+
+    found: dict[str, CardSummary] = {}
+    for root in registry_roots() if roots is None else roots:
+        root = Path(root)
+        if not root.is_dir():
+            continue
+        for folder in sorted(root.iterdir()):
+            if folder.name.startswith(".") or not (folder / CARD_FILE).is_file():
+                continue
+            try:
+                summary = read_card_summary(folder)
+            except ModelCardError:
+                continue
+            found.setdefault(summary.name, summary)
+    return sorted(found.values(), key=lambda s: _natural_key(s.name))
+
+
+def _natural_key(name: str) -> list:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]

@@ -1,0 +1,59 @@
+"""The ``ae4ad`` command's start-up: listing models and describing files answer without importing torch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from pydicom.data import get_testdata_file
+
+from ae4ad_core.cards import list_card_summaries, read_card_summary
+from ae4ad_core.errors import ModelCardError
+from ae4ad_core.registry import list_models
+
+
+def run_without_torch(*argv: str) -> str:
+    """Run ``ae4ad ARGV`` in a fresh interpreter, fail if torch (or pandas) was imported, return stdout."""
+    code = (
+        "import sys\n"
+        "from ae4ad_core.cli import main\n"
+        f"status = main({list(argv)!r})\n"
+        "heavy = sorted(m for m in ('torch', 'pandas', 'scipy') if m in sys.modules)\n"
+        "assert not heavy, f'imported {heavy}'\n"
+        "sys.exit(status)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    return run.stdout
+
+
+def test_models_lists_the_registry_without_torch():
+    out = run_without_torch("models")
+    names = [line.split()[0] for line in out.splitlines()[1:] if line.strip()]
+    assert names == [c.name for c in list_models()]
+    markdown = run_without_torch("models", "--markdown")
+    assert markdown.startswith("| model | mode |")
+
+
+def test_info_reads_without_torch():
+    out = run_without_torch("info", get_testdata_file("MR_small.dcm"))
+    info = json.loads(out)
+    assert info["format"] == "dicom" and info["shape"] == [1, 64, 64]
+
+
+def test_card_summaries_match_full_cards(tiny_models_root):
+    summaries = list_card_summaries([tiny_models_root])
+    cards = list_models([tiny_models_root])
+    assert [(s.name, s.kind, s.latent_dim, s.image_size) for s in summaries] == [
+        (c.name, c.kind, c.latent_dim, c.architecture.image_size) for c in cards
+    ]
+
+
+def test_card_summary_refuses_a_broken_card(tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "card.json").write_text('{"version": 1}')
+    with pytest.raises(ModelCardError, match="needs a name"):
+        read_card_summary(tmp_path / "m")
+    assert list_card_summaries([tmp_path]) == []
