@@ -1,8 +1,10 @@
 """Train an AE or VAE on normal images, calibrate it on normal validation images, register it.
 
-Fast on every device: the (small) training set is preprocessed once into a tensor on the device; each batch is
-augmented on the device (:mod:`ae4ad_core.augment`) and re-normalised with the model's own intensity transform,
-so nothing is decoded or converted per epoch. On CUDA, bf16 autocast and (optionally) ``torch.compile`` are used.
+Fast on every device: the (small) training set is preprocessed once, by the very function inference uses
+(:func:`ae4ad_core.preprocess.prepare_slices`, see :func:`model_inputs`), into a tensor on the device; each batch
+is augmented on the device (:mod:`ae4ad_core.augment`) in the [0, 1] view of that same model space and mapped
+back linearly, never re-scaled, so a non-augmented training batch is bit-identical to what inference feeds the
+model, and nothing is decoded or converted per epoch. On CUDA, bf16 autocast and (optionally) ``torch.compile`` are used.
 
 Multi-GPU / multi-process: run ``torchrun --nproc_per_node=N -m ae4ad_core.training --data demo ...``; every
 process takes a disjoint shard of each epoch's (shared, seeded) permutation and gradients are averaged by
@@ -27,12 +29,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .denoising import coarse_noise
 from .device import describe_device, select_device
 from .distributed import distributed_info, init_distributed
 from .models import AutoEncoder, ModelConfig, build_model, kl_divergence
-from .preprocess import PreprocessConfig, prepare_slices, scale_intensity
+from .preprocess import PreprocessConfig, prepare_slices
 
-__all__ = ["TrainConfig", "TrainResult", "train", "train_and_register", "main", "seed_everything"]
+__all__ = [
+    "TrainConfig", "TrainResult", "train", "train_and_register", "main", "seed_everything", "model_inputs",
+    "training_batch",
+]
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,15 @@ class TrainConfig:
     seed : int
     augment : bool
         Use :class:`ae4ad_core.augment.AugmentConfig` defaults (on-device augmentation).
+    augment_intensity : bool
+        Include the intensity transforms (bias field, gamma, blur, noise); False keeps only the geometric ones,
+        for data whose intensity is the signal (standardised FLAIR, where an AE taught to reproduce brightness
+        changes would reproduce hyperintense lesions too).
+    channels : tuple of int or None
+        Encoder/U-Net channels (None: the architecture's default).
+    noise_std, noise_resolution : float, int
+        Coarse training noise of the denoising U-Net (``kind="dae"``, Kascenas et al. 2022): standard deviation
+        in model-space units and the side of the grid it is drawn on before upsampling.
     val_every : int
         Epochs between validation-loss evaluations.
     checkpoint_every : int
@@ -78,6 +93,10 @@ class TrainConfig:
     rate_weight: float = 1e-4
     seed: int = 0
     augment: bool = True
+    augment_intensity: bool = True
+    channels: tuple[int, ...] | None = None
+    noise_std: float = 0.2
+    noise_resolution: int = 16
     val_every: int = 5
     checkpoint_every: int = 10
     amp: bool = True
@@ -86,10 +105,26 @@ class TrainConfig:
     weights_dtype: str = "float32"
 
     def model_config(self) -> ModelConfig:
-        return ModelConfig(kind=self.kind, latent_dim=self.latent_dim, image_size=self.image_size)
+        extra = {"channels": tuple(self.channels)} if self.channels else {}
+        if self.kind == "dae":
+            chans = tuple(self.channels or (16, 32, 64, 128))
+            return ModelConfig(kind="dae", latent_dim=chans[-1], image_size=self.image_size, channels=chans)
+        if self.kind == "intensity":
+            return ModelConfig(kind="intensity", latent_dim=2, image_size=self.image_size, **extra)
+        return ModelConfig(kind=self.kind, latent_dim=self.latent_dim, image_size=self.image_size, **extra)
+
+    def augment_config(self):
+        """The :class:`ae4ad_core.augment.AugmentConfig` this training uses."""
+        from .augment import AugmentConfig
+
+        if not self.augment:
+            return AugmentConfig(enabled=False)
+        return AugmentConfig() if self.augment_intensity else AugmentConfig(intensity_p=0.0)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        d["channels"] = None if self.channels is None else list(self.channels)
+        return d
 
 
 @dataclass
@@ -111,10 +146,28 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def _to_unit_tensor(images: np.ndarray, prep: PreprocessConfig, device: torch.device) -> torch.Tensor:
-    """Preprocess every image once to the model size and return it in [0, 1], ``(N, 1, S, S)``."""
+def model_inputs(images, prep: PreprocessConfig, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The model-space tensor ``(N, 1, S, S)`` in [-1, 1] of raw slices ``images``: exactly what inference
+    (:func:`ae4ad_core.analysis.analyze`, calibration, evaluation) computes for the same slices."""
     x, _ = prepare_slices(list(images), prep, device="cpu")
-    return ((x + 1.0) / 2.0).to(device)
+    return x.to(device)
+
+
+def training_batch(x: torch.Tensor, aug, generator: torch.Generator | None) -> torch.Tensor:
+    """One training batch from model-space inputs ``x`` ``(B, 1, S, S)``: augmented in the [0, 1] view of model
+    space (what :func:`ae4ad_core.augment.augment_batch` expects) and mapped back linearly. With augmentation
+    disabled the batch is ``x`` itself, so training sees the inference transform unchanged."""
+    if aug.enabled:
+        x = augment_batch_unit(x, aug, generator)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def augment_batch_unit(x: torch.Tensor, aug, generator: torch.Generator | None) -> torch.Tensor:
+    """Augment model-space images ``x`` in [-1, 1] through their [0, 1] view."""
+    from .augment import augment_batch
+
+    unit = augment_batch((x + 1.0) / 2.0, config=aug, generator=generator)
+    return unit * 2.0 - 1.0
 
 
 def _adam(model: AutoEncoder, lr: float) -> torch.optim.Adam:
@@ -125,9 +178,10 @@ def _adam(model: AutoEncoder, lr: float) -> torch.optim.Adam:
         return torch.optim.Adam(model.parameters(), lr=lr)
 
 
-def _loss(model, x: torch.Tensor, kl_weight: float, rate_weight: float = 0.0) -> tuple[torch.Tensor, dict]:
+def _loss(model, x: torch.Tensor, kl_weight: float, rate_weight: float = 0.0,
+          target: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:  # fmt: skip
     out = model(x)
-    mse = F.mse_loss(out.reconstruction.float(), x.float())
+    mse = F.mse_loss(out.reconstruction.float(), (x if target is None else target).float())
     if out.rate is not None:
         rate = out.rate.float().mean()
         return mse + rate_weight * rate, {"mse": mse.detach(), "rate_bits": rate.detach()}
@@ -172,8 +226,6 @@ def train(
     """
     from tqdm.auto import tqdm
 
-    from .augment import AugmentConfig, augment_batch
-
     rank, world = distributed_info()
     prep = preprocessing or PreprocessConfig(size=config.image_size)
     if prep.size != config.image_size:
@@ -187,9 +239,14 @@ def train(
     # channels-last is faster for these small convolutions on CPU (~20% per step) and on CUDA
     model = build_model(config.model_config()).to(dev).to(memory_format=torch.channels_last)
     opt = _adam(model, config.lr)
-    x_train = _to_unit_tensor(train_images, prep, dev)
-    x_val = _to_unit_tensor(val_images, prep, dev) if val_images is not None and len(val_images) else None
-    aug = AugmentConfig() if config.augment else AugmentConfig(enabled=False)
+    x_train = model_inputs(train_images, prep, dev)
+    x_val = model_inputs(val_images, prep, dev) if val_images is not None and len(val_images) else None
+    aug = config.augment_config()
+    if config.kind == "intensity":  # nothing to optimise: the baseline's level is a statistic of normals
+        t0 = time.perf_counter()
+        model.fit(x_train).eval()
+        return TrainResult(model=model.to("cpu").to(memory_format=torch.contiguous_format).eval(),
+                           history=[], seconds=time.perf_counter() - t0, device=describe_device(dev))
 
     start_epoch, history = 0, []
     ckpt = _checkpoint_path(checkpoint_dir)
@@ -227,11 +284,14 @@ def train(
             idx = shard[step * config.batch_size: (step + 1) * config.batch_size]
             if len(idx) < 2:
                 continue
-            xb = x_train[idx.to(x_train.device)]
-            xb = augment_batch(xb, config=aug, generator=gen) if aug.enabled else xb
-            xb = scale_intensity(xb, prep).contiguous(memory_format=torch.channels_last)
+            xb = training_batch(x_train[idx.to(x_train.device)], aug, gen)
+            target = None
+            if config.kind == "dae":  # denoise coarse noise back to the clean slice (Kascenas et al. 2022)
+                target = xb
+                xb = xb + coarse_noise(xb.shape, std=config.noise_std, resolution=config.noise_resolution,
+                                       generator=gen, device=xb.device)
             with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss, parts = _loss(train_module, xb, config.kl_weight, config.rate_weight)
+                loss, parts = _loss(train_module, xb, config.kl_weight, config.rate_weight, target)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -248,7 +308,7 @@ def train(
             if losses and key in losses[0]:
                 record[key] = _mean_of(losses, key)
         if x_val is not None and ((epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs):
-            record["val_loss"] = validation_loss(model, scale_intensity(x_val, prep))
+            record["val_loss"] = validation_loss(model, x_val)
         record["images_per_second"] = images_done * world / max(train_seconds, 1e-9)
         history.append(record)
         bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['images_per_second']:.0f}")
@@ -326,9 +386,15 @@ def train_and_register(
     should_stop: Callable[[], bool] | None = None,
     command: str | None = None,
     description: str | None = None,
+    scoring: dict | None = None,
+    training_data_extra: dict | None = None,
 ) -> Path | None:
     """Train on ``dataset.train``, calibrate on the normal images of ``dataset.val``, evaluate on
     ``dataset.test`` (if any and ``evaluate_test``), and save weights + card to the registry ``root``.
+
+    ``scoring`` is the card's map scoring (``{"rule": MapScoring.to_dict(), "chosen_by": "..."}``; default the
+    paper's protocol), used for calibration and evaluation; ``training_data_extra`` adds fields (sequence,
+    licence, patients...) to the card's ``training_data``.
 
     Returns the model folder (``None`` on non-zero ranks or when cancelled).
     """
@@ -353,8 +419,11 @@ def train_and_register(
     from .models import fuse_for_inference
 
     inference = fuse_for_inference(model).to(cal_device)
-    x_val, _ = prepare_slices(list(val_normal), prep, device=cal_device)
-    cal = calibrate(inference, x_val, fpr=config.fpr)
+    from .postprocess import MapScoring
+
+    rule = MapScoring.from_dict((scoring or {}).get("rule"))
+    x_val = model_inputs(val_normal, prep, cal_device)
+    cal = calibrate(inference, x_val, fpr=config.fpr, scoring=rule)
     cal_fields, latent_fields = cal.to_card_fields()
     name = name or f"{config.kind}-d{config.latent_dim}-s{config.image_size}"
     last = result.history[-1] if result.history else {}
@@ -372,6 +441,7 @@ def train_and_register(
             "n_val_normal": int(len(val_normal)),
             "train_subjects": sorted({str(s) for s in np.asarray(dataset.train.subjects)}),
             "val_subjects": sorted({str(s) for s in np.asarray(dataset.val.subjects)}),
+            **(training_data_extra or {}),
         },
         training={
             "config": config.to_dict(),
@@ -392,6 +462,7 @@ def train_and_register(
             "library": "ae4ad_core",
         },
         weights_dtype=config.weights_dtype,
+        scoring=dict(scoring or {}),
     )
     if evaluate_test and getattr(dataset, "test", None) is not None and len(dataset.test.images):
         from .evaluation import evaluate_all_modes
@@ -407,7 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     """Arguments of ``ae4ad train`` and ``python -m ae4ad_core.training``."""
     p = argparse.ArgumentParser(prog="ae4ad train", description="Train, calibrate and register an AE or VAE.")
     p.add_argument("--data", default="demo", help="'demo' or a dataset folder (own normals, MedIAnomaly or BraTS layout)")
-    p.add_argument("--kind", choices=["ae", "vae", "rdae"], default="ae")
+    p.add_argument("--kind", choices=["ae", "vae", "rdae", "dae", "intensity"], default="ae")
     p.add_argument("--d", "--latent-dim", dest="latent_dim", type=int, default=16)
     p.add_argument("--size", dest="image_size", type=int, default=64)
     p.add_argument("--epochs", type=int, default=50)
