@@ -14,10 +14,9 @@ import numpy as np
 import torch
 
 from .calibration import Calibration, input_statistics
-from .errors import ModelCardError
 from .preprocess import SliceGeometry, prepare_slices, restore_map
 from .registry import LoadedModel
-from .scoring import check_mode, score_batch
+from .scoring import check_mode, require_calibrated_mode, score_in_batches
 
 __all__ = ["Analysis", "analyze", "calibration_of", "outline_in_input_space", "verdict_sentence"]
 
@@ -194,25 +193,19 @@ def analyze(
     card = loaded.card
     check_mode(loaded.inference, mode, model_name=f"model {card.name!r}")
     cal = calibration_of(loaded)
-    if mode not in cal.modes:
-        raise ModelCardError(f"{card.name}: mode {mode!r} was not calibrated.")
-    mc = cal.modes[mode]
+    mc = require_calibrated_mode(cal.modes, mode, model_name=card.name)
     n_total = len(slices)
     indices = list(range(n_total)) if slice_indices is None else [int(i) for i in slice_indices]
     for i in indices:
         if not 0 <= i < n_total:
             raise IndexError(f"Slice {i} does not exist; the input has {n_total} slice(s).")
     x, geoms = prepare_slices([slices[i] for i in indices], card.preprocessing, device=loaded.device)
-    parts = []
-    for start in range(0, len(x), batch_size):
-        parts.append(score_batch(loaded.inference, x[start: start + batch_size], mode=mode,
-                                 kl_gradient_scale=cal.kl_gradient_scale))
+    res = score_in_batches(loaded.inference, x, mode=mode, kl_gradient_scale=cal.kl_gradient_scale,
+                           scoring=card.map_scoring, batch_size=batch_size)
 
     def cat(attr):
-        vals = [getattr(p, attr) for p in parts]
-        if any(v is None for v in vals):
-            return None
-        return torch.cat(vals).float().cpu().numpy()
+        value = getattr(res, attr)
+        return None if value is None else value.numpy()
 
     scores = cat("scores").astype(np.float64)
     latent = cat("mu")

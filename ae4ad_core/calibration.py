@@ -24,9 +24,10 @@ import torch
 
 from .entropy import LatentStatistics, fit_latent_statistics
 from .models import AutoEncoder
-from .scoring import FOREGROUND_LEVEL, modes_for, score_batch
+from .postprocess import PAPER_SCORING, MapScoring
+from .scoring import FOREGROUND_LEVEL, modes_for, score_in_batches
 
-__all__ = ["Calibration", "ModeCalibration", "calibrate", "input_statistics", "score_all"]
+__all__ = ["Calibration", "ModeCalibration", "calibrate", "calibrated_modes", "input_statistics", "score_all"]
 
 
 @dataclass(frozen=True)
@@ -113,22 +114,22 @@ def input_statistics(x: torch.Tensor) -> dict[str, np.ndarray]:
 
 def score_all(
     model: AutoEncoder, x: torch.Tensor, *, mode: str, kl_gradient_scale: float | None = None,
-    batch_size: int = 256,
+    scoring: MapScoring = PAPER_SCORING, batch_size: int = 256,
 ) -> dict[str, np.ndarray]:
-    """Score ``x`` in batches; returns numpy ``maps``, ``scores``, ``mu``, ``kl`` (or None) and ``rec``."""
-    device = next(model.parameters()).device
-    parts: dict[str, list] = {"maps": [], "scores": [], "mu": [], "kl": [], "rec": []}
-    for i in range(0, len(x), batch_size):
-        xb = x[i: i + batch_size].to(device)
-        r = score_batch(model, xb, mode=mode, kl_gradient_scale=kl_gradient_scale)
-        parts["maps"].append(r.maps.float().cpu().numpy())
-        parts["scores"].append(r.scores.float().cpu().numpy())
-        parts["mu"].append(r.mu.float().cpu().numpy())
-        parts["rec"].append(r.reconstruction.float().cpu().numpy())
-        if r.kl is not None:
-            parts["kl"].append(r.kl.float().cpu().numpy())
-    out = {k: (np.concatenate(v) if v else None) for k, v in parts.items()}
-    return out
+    """:func:`ae4ad_core.scoring.score_in_batches` as numpy: ``maps``, ``scores``, ``mu``, ``kl`` (or None)
+    and ``rec``."""
+    r = score_in_batches(model, x, mode=mode, kl_gradient_scale=kl_gradient_scale, scoring=scoring,
+                         batch_size=batch_size)
+    return {"maps": r.maps.numpy(), "scores": r.scores.numpy(), "mu": r.mu.numpy(),
+            "kl": None if r.kl is None else r.kl.numpy(), "rec": r.reconstruction.numpy()}
+
+
+def calibrated_modes(model: AutoEncoder, scoring: MapScoring) -> list[str]:
+    """The modes calibration covers: those the model supports, plus the paper's ``mse`` when the card's
+    scoring differs from it (otherwise ``mse`` would repeat ``reconstruction``)."""
+    supported = [m for m, reason in modes_for(model).items() if reason is None]
+    order = ["reconstruction", "kl", "combined"] + (["mse"] if scoring != PAPER_SCORING else [])
+    return [m for m in order if m in supported]
 
 
 def _foreground_values(maps: np.ndarray, x: torch.Tensor) -> np.ndarray:
@@ -155,6 +156,7 @@ def calibrate(
     pixel_fpr: float = 0.01,
     batch_size: int = 256,
     max_scores: int = 2000,
+    scoring: MapScoring = PAPER_SCORING,
 ) -> Calibration:
     """Calibrate ``model`` (eval mode) on normal preprocessed images ``x_normal`` ``(N, 1, S, S)``.
 
@@ -164,19 +166,19 @@ def calibrate(
         Share of normal images allowed above the image threshold (false-positive rate).
     pixel_fpr : float
         Share of normal foreground pixels allowed above the pixel threshold.
+    scoring : MapScoring
+        The card's map post-processing, replayed exactly as inference will.
     """
     if not 0 < fpr < 1 or not 0 < pixel_fpr < 1:
         raise ValueError(f"fpr and pixel_fpr must be in (0, 1), got {fpr}, {pixel_fpr}.")
     if len(x_normal) < 10:
         raise ValueError(f"Calibration needs at least 10 normal images, got {len(x_normal)}.")
-    supported = [m for m, reason in modes_for(model).items() if reason is None]
     modes: dict[str, ModeCalibration] = {}
     kl_scale = None
-    rec = score_all(model, x_normal, mode="reconstruction", batch_size=batch_size)
-    order = ["reconstruction", "kl", "combined"]
-    for mode in [m for m in order if m in supported]:
+    rec = score_all(model, x_normal, mode="reconstruction", scoring=scoring, batch_size=batch_size)
+    for mode in calibrated_modes(model, scoring):
         res = rec if mode == "reconstruction" else score_all(
-            model, x_normal, mode=mode, kl_gradient_scale=kl_scale, batch_size=batch_size
+            model, x_normal, mode=mode, kl_gradient_scale=kl_scale, scoring=scoring, batch_size=batch_size
         )
         vals = _foreground_values(res["maps"], x_normal)
         if mode == "kl":

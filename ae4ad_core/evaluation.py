@@ -9,10 +9,15 @@ Metrics follow the conventions of the AE4AD benchmark and MOOD (see ../shared/RE
 * the honest counterparts use only what the model learned from NORMAL validation images: the false- and
   true-positive rates of the card's image threshold, and the Dice at the card's pixel threshold;
 * a sanity check: the Spearman correlation between normal test images' scores and how much foreground they
-  hold. ``|rho|`` near 1 means the score mostly measures the amount of anatomy in a slice, not anomalies.
+  hold. ``|rho|`` near 1 means the score mostly measures the amount of anatomy in a slice, not anomalies;
+* a slice AUROC that anatomy cannot fool: :func:`level_matched_auroc` compares tumour and normal slices only
+  within bins of similar brain area (normal BraTS slices are mostly the top and bottom of the head, so a score
+  that merely follows the amount of brain already separates them).
 
-Everything is computed in model space (``S x S``): ground-truth masks are mapped there by
-:func:`mask_to_model_space`, which replays the model's crop/pad geometry and resizes by area averaging.
+Pixel metrics are computed at the input resolution by default (maps mapped back with
+:func:`ae4ad_core.preprocess.restore_map`) and, when the test set has brain masks, over brain pixels only;
+``resolution="model"`` computes them in model space (``S x S``), with masks mapped there by
+:func:`mask_to_model_space`.
 """
 
 from __future__ import annotations
@@ -26,15 +31,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import DataError, ModelCardError
-from .preprocess import SliceGeometry, prepare_slices
-from .scoring import FOREGROUND_LEVEL, check_mode, modes_for
+from .errors import DataError
+from .preprocess import SliceGeometry, prepare_slices, restore_map
+from .scoring import FOREGROUND_LEVEL, check_mode, require_calibrated_mode
 
 __all__ = [
     "EvaluationResult",
     "evaluate",
     "evaluate_all_modes",
     "dice_curve",
+    "level_matched_auroc",
     "mask_to_model_space",
     "save_evaluation",
     "MAX_CURVE_POINTS",
@@ -64,6 +70,10 @@ class EvaluationResult:
     anatomy_correlation : float or None
         Spearman rho between normal test images' scores and their foreground area; None with fewer than 3
         normal images or a constant score/area.
+    level_matched_auroc : float or None
+        Slice AUROC within bins of similar foreground area (see :func:`level_matched_auroc`).
+    pixel_resolution : str
+        ``"input"`` or ``"model"``: where pixel metrics were computed.
     curves : dict
         ``{"image": {"fpr", "tpr", "precision", "recall"}}`` plus ``"pixel"`` (the same keys, and ``"dice"``,
         ``"dice_threshold"``) when pixel metrics exist; numpy arrays of at most ``MAX_CURVE_POINTS`` values.
@@ -82,6 +92,8 @@ class EvaluationResult:
     calibrated_image_fpr: float
     calibrated_image_tpr: float
     anatomy_correlation: float | None
+    level_matched_auroc: float | None = None
+    pixel_resolution: str = "model"
     curves: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -207,6 +219,29 @@ def _pooled_pixel_metrics(flat: np.ndarray, truth: np.ndarray):
     return auroc, ap, dice, thresholds, curves
 
 
+def level_matched_auroc(labels, scores, levels, *, bins: int = 5) -> float | None:
+    """Slice AUROC with anatomy held fixed: slices are put in ``bins`` bins of equal count by ``levels`` (e.g.
+    brain area), the AUROC is computed inside every bin holding both classes, and the bins are averaged
+    weighted by their number of (abnormal, normal) pairs. That is the probability that an abnormal slice
+    outscores a normal slice of similar level. None when no bin holds both classes.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    labels = np.asarray(labels).astype(int)
+    scores = np.asarray(scores, dtype=np.float64)
+    levels = np.asarray(levels, dtype=np.float64)
+    edges = np.quantile(levels, np.linspace(0, 1, bins + 1)[1:-1])
+    which = np.searchsorted(edges, levels, side="right")
+    total, weight = 0.0, 0.0
+    for b in range(bins):
+        sel = which == b
+        pos, neg = int(labels[sel].sum()), int((1 - labels[sel]).sum())
+        if pos and neg:
+            total += roc_auc_score(labels[sel], scores[sel]) * pos * neg
+            weight += pos * neg
+    return float(total / weight) if weight else None
+
+
 def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
     from scipy.stats import spearmanr
 
@@ -224,6 +259,9 @@ class _Prepared:
     labels: np.ndarray
     masks: np.ndarray | None  # (N, S, S) bool
     foreground: np.ndarray  # (N,) foreground pixels per image, model space
+    geometries: list = field(default_factory=list)
+    input_masks: object = None  # the test set's (N, H, W) masks
+    input_brain: object = None  # the test set's (N, H, W) brain masks, or None
 
 
 def _prepare(loaded, test) -> _Prepared:
@@ -256,10 +294,26 @@ def _prepare(loaded, test) -> _Prepared:
         )
     else:
         foreground = (x[:, 0] > FOREGROUND_LEVEL).sum(dim=(1, 2)).cpu().numpy().astype(np.float64)
-    return _Prepared(x=x, labels=labels, masks=model_masks, foreground=foreground)
+    return _Prepared(x=x, labels=labels, masks=model_masks, foreground=foreground, geometries=geoms,
+                     input_masks=masks, input_brain=brain if brain is not None and len(brain) == n else None)
 
 
-def _evaluate_prepared(loaded, data: _Prepared, mode: str, batch_size: int) -> EvaluationResult:
+def _input_space_pixels(maps: np.ndarray, data: _Prepared) -> tuple[np.ndarray, np.ndarray]:
+    """Map values and truth of every test pixel at the input resolution (brain pixels only when known)."""
+    values, truth = [], []
+    for i, geom in enumerate(data.geometries):
+        full = restore_map(maps[i], geom, fill=0.0)
+        t = np.asarray(data.input_masks[i]) != 0
+        if data.input_brain is not None:
+            inside = np.asarray(data.input_brain[i]) != 0
+            full, t = full[inside], t[inside]
+        values.append(full.ravel())
+        truth.append(t.ravel())
+    return np.concatenate(values), np.concatenate(truth)
+
+
+def _evaluate_prepared(loaded, data: _Prepared, mode: str, batch_size: int,
+                       resolution: str = "input") -> EvaluationResult:  # fmt: skip
     from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
     from .calibration import Calibration, score_all
@@ -267,12 +321,9 @@ def _evaluate_prepared(loaded, data: _Prepared, mode: str, batch_size: int) -> E
     card = loaded.card
     check_mode(loaded.inference, mode, model_name=f"model {card.name!r}")
     cal = Calibration.from_card(card)
-    if mode not in cal.modes:
-        raise ModelCardError(f"{card.name}: mode {mode!r} was not calibrated; recalibrate the model.")
-    mc = cal.modes[mode]
-    res = score_all(
-        loaded.inference, data.x, mode=mode, kl_gradient_scale=cal.kl_gradient_scale, batch_size=batch_size
-    )
+    mc = require_calibrated_mode(cal.modes, mode, model_name=card.name)
+    res = score_all(loaded.inference, data.x, mode=mode, kl_gradient_scale=cal.kl_gradient_scale,
+                    scoring=card.map_scoring, batch_size=batch_size)
     scores = res["scores"].astype(np.float64)
     maps = res["maps"]
     labels = data.labels
@@ -288,8 +339,10 @@ def _evaluate_prepared(loaded, data: _Prepared, mode: str, batch_size: int) -> E
 
     pixel_auroc = pixel_ap = best_dice = best_t = cal_dice = None
     if data.masks is not None and data.masks.any():
-        truth = data.masks.ravel()
-        flat = maps.ravel()
+        if resolution == "input":
+            flat, truth = _input_space_pixels(maps, data)
+        else:
+            truth, flat = data.masks.ravel(), maps.ravel()
         pixel_auroc, pixel_ap, dice, thresholds, curves["pixel"] = _pooled_pixel_metrics(flat, truth)
         best = int(np.argmax(dice))
         best_dice, best_t = float(dice[best]), float(thresholds[best])
@@ -310,11 +363,14 @@ def _evaluate_prepared(loaded, data: _Prepared, mode: str, batch_size: int) -> E
         calibrated_image_fpr=float(above[normal].mean()),
         calibrated_image_tpr=float(above[~normal].mean()),
         anatomy_correlation=_spearman(scores[normal], data.foreground[normal]),
+        level_matched_auroc=level_matched_auroc(labels, scores, data.foreground),
+        pixel_resolution=resolution if data.masks is not None else "model",
         curves=curves,
     )
 
 
-def evaluate(loaded, test, *, mode: str = "reconstruction", batch_size: int = 256) -> EvaluationResult:
+def evaluate(loaded, test, *, mode: str = "reconstruction", batch_size: int = 256,
+             resolution: str = "input") -> EvaluationResult:  # fmt: skip
     """Evaluate a loaded, calibrated model on a labelled test set in one scoring mode.
 
     Parameters
@@ -326,8 +382,10 @@ def evaluate(loaded, test, *, mode: str = "reconstruction", batch_size: int = 25
         ``masks`` ``(N, H, W)`` (nonzero = anomalous) and ``brain`` ``(N, H, W)`` foreground masks (used for
         :attr:`EvaluationResult.anatomy_correlation`; without them, foreground = model-space pixels above
         the background level).
-    mode : {"reconstruction", "kl", "combined"}
+    mode : {"reconstruction", "kl", "combined", "mse"}
     batch_size : int
+    resolution : {"input", "model"}
+        Where pixel metrics are computed (see the module docstring).
 
     Returns
     -------
@@ -341,14 +399,17 @@ def evaluate(loaded, test, *, mode: str = "reconstruction", batch_size: int = 25
         A mode the model cannot compute or that its calibration lacks.
     """
     check_mode(loaded.inference, mode, model_name=f"model {loaded.card.name!r}")
-    return _evaluate_prepared(loaded, _prepare(loaded, test), mode, batch_size)
+    return _evaluate_prepared(loaded, _prepare(loaded, test), mode, batch_size, resolution)
 
 
-def evaluate_all_modes(loaded, test, *, batch_size: int = 256) -> dict[str, EvaluationResult]:
-    """:func:`evaluate` in every mode the model supports (preprocessing the test set once)."""
+def evaluate_all_modes(loaded, test, *, batch_size: int = 256,
+                       resolution: str = "input") -> dict[str, EvaluationResult]:  # fmt: skip
+    """:func:`evaluate` in every mode the model's card is calibrated for (preprocessing the test set once)."""
+    from .calibration import Calibration
+
     data = _prepare(loaded, test)
-    modes = [m for m, reason in modes_for(loaded.inference).items() if reason is None]
-    return {m: _evaluate_prepared(loaded, data, m, batch_size) for m in modes}
+    modes = list(Calibration.from_card(loaded.card).modes)
+    return {m: _evaluate_prepared(loaded, data, m, batch_size, resolution) for m in modes}
 
 
 def _json_safe(value):

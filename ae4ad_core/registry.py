@@ -78,6 +78,8 @@ class ModelCard:
     latent : latent statistics (see :class:`ae4ad_core.entropy.LatentStatistics`)
     metrics : evaluation results per mode
     provenance : command, code version, date
+    scoring : map post-processing and image-score aggregation (:class:`ae4ad_core.postprocess.MapScoring`;
+        empty = the AE4AD paper's squared error and mean) and how it was chosen
     weights_dtype : dtype the weights are stored in ("float32" or "float16")
     version : card format version
     """
@@ -92,8 +94,16 @@ class ModelCard:
     latent: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     provenance: dict = field(default_factory=dict)
+    scoring: dict = field(default_factory=dict)
     weights_dtype: str = "float32"
     version: int = CARD_VERSION
+
+    @property
+    def map_scoring(self):
+        """The card's :class:`ae4ad_core.postprocess.MapScoring` (the paper's protocol when none is stored)."""
+        from .postprocess import MapScoring
+
+        return MapScoring.from_dict(self.scoring.get("rule"))
 
     @property
     def kind(self) -> str:
@@ -117,6 +127,7 @@ class ModelCard:
             "latent": self.latent,
             "metrics": self.metrics,
             "provenance": self.provenance,
+            "scoring": self.scoring,
         }
 
     @classmethod
@@ -137,6 +148,9 @@ class ModelCard:
         try:
             arch = ModelConfig.from_dict(data["architecture"])
             prep = PreprocessConfig.from_dict(data["preprocessing"])
+            from .postprocess import MapScoring
+
+            MapScoring.from_dict(dict(data.get("scoring", {})).get("rule"))
         except (TypeError, ValueError) as exc:
             raise ModelCardError(f"{source}: {exc}") from None
         dtype = data.get("weights_dtype", "float32")
@@ -153,6 +167,7 @@ class ModelCard:
             latent=dict(data.get("latent", {})),
             metrics=dict(data.get("metrics", {})),
             provenance=dict(data.get("provenance", {})),
+            scoring=dict(data.get("scoring", {})),
             weights_dtype=dtype,
         )
 

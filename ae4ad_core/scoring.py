@@ -5,7 +5,12 @@ Pure tensor functions; nothing here loads files or knows about pages.
 Modes (Zimmerer et al., MICCAI 2019, §2; AE4AD, Cai et al., MICCAI 2024):
 
 ``reconstruction``
-    map = ``(x - x_hat)^2`` per pixel; image score = mean of the map.
+    map = the residual post-processed as the model card's :class:`~ae4ad_core.postprocess.MapScoring` says
+    (e.g. positive residual, smoothed, brain only; image score = a high quantile inside the brain); for a card
+    without one, the paper's ``(x - x_hat)^2`` with the mean as image score.
+``mse``
+    the AE4AD paper's protocol whatever the card says: map = ``(x - x_hat)^2``, image score = its mean (kept for
+    reproducing the paper beside the product's scoring).
 ``kl`` (VAE only)
     map = Gaussian-smoothed ``|dKL(q(z|x) || N(0, I)) / dx|`` at ``z = mu``, computed with autograd
     (sigma = 3 px at 64 px, scaled with the input size); image score = the KL value in nats.
@@ -13,7 +18,8 @@ Modes (Zimmerer et al., MICCAI 2019, §2; AE4AD, Cai et al., MICCAI 2024):
     map = ``(smoothed |dKL/dx| / kl_gradient_scale) * (x - x_hat)^2``, where ``kl_gradient_scale`` is the
     99th percentile of the smoothed KL-gradient over foreground pixels of NORMAL validation images (stored in
     the model card), so one image's map never depends on the others scored with it; image score = mean of the
-    combined map (in units of squared error, like the reconstruction score).
+    combined map (in units of squared error, like the reconstruction score). The card's map scoring chooses the
+    residual, smoothing, brain restriction and aggregation here too.
 
 Reconstruction-only scoring runs under ``torch.inference_mode`` (no autograd graph is built).
 """
@@ -26,8 +32,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .errors import UnsupportedModeError, look_up_option
+from .errors import ModelCardError, UnsupportedModeError, look_up_option
 from .models import AutoEncoder, kl_divergence
+from .postprocess import PAPER_SCORING, MapScoring, aggregate_scores, brain_mask, finish_maps, residual_map
 
 __all__ = [
     "SCORING_MODES",
@@ -38,9 +45,11 @@ __all__ = [
     "smoothing_sigma",
     "kl_input_gradient",
     "score_batch",
+    "score_in_batches",
+    "require_calibrated_mode",
 ]
 
-SCORING_MODES = ("reconstruction", "kl", "combined")
+SCORING_MODES = ("reconstruction", "kl", "combined", "mse")
 FOREGROUND_LEVEL = -0.9  # model-space value above which a pixel counts as foreground (inputs are in [-1, 1])
 
 
@@ -70,8 +79,19 @@ class ScoreResult:
 
 def modes_for(model: AutoEncoder) -> dict[str, str | None]:
     """Map each scoring mode to ``None`` if the model supports it, else the reason it does not."""
-    reason = None if model.is_variational else "needs a VAE: this model has no KL term"
-    return {"reconstruction": None, "kl": reason, "combined": reason}
+    reason = None if getattr(model, "is_variational", False) else "needs a VAE: this model has no KL term"
+    return {"reconstruction": None, "kl": reason, "combined": reason, "mse": None}
+
+
+def require_calibrated_mode(calibrated, mode: str, *, model_name: str):
+    """The calibration of ``mode`` from ``calibrated`` (a mapping mode -> calibration); the one error for a
+    mode the model's card has no calibration for."""
+    if mode not in calibrated:
+        raise ModelCardError(
+            f"{model_name}: mode {mode!r} was not calibrated for this model; calibrated modes: "
+            f"{', '.join(sorted(calibrated)) or 'none'}."
+        )
+    return calibrated[mode]
 
 
 def check_mode(model: AutoEncoder, mode: str, *, model_name: str = "this model") -> str:
@@ -138,6 +158,7 @@ def score_batch(
     *,
     mode: str = "reconstruction",
     kl_gradient_scale: float | None = None,
+    scoring: MapScoring = PAPER_SCORING,
 ) -> ScoreResult:
     """Score a batch of preprocessed images.
 
@@ -147,9 +168,11 @@ def score_batch(
         In eval mode (e.g. from :func:`ae4ad_core.models.fuse_for_inference`), on ``x``'s device.
     x : torch.Tensor
         ``(N, 1, S, S)`` images in [-1, 1].
-    mode : {"reconstruction", "kl", "combined"}
+    mode : {"reconstruction", "kl", "combined", "mse"}
     kl_gradient_scale : float
         Normal reference scale of the smoothed KL gradient (from calibration); required for ``combined``.
+    scoring : MapScoring
+        The card's map post-processing (ignored by ``mse``, which is the paper's protocol).
 
     Returns
     -------
@@ -158,23 +181,58 @@ def score_batch(
     check_mode(model, mode)
     if model.training:
         raise ValueError("score_batch needs a model in eval mode (call model.eval()).")
-    if mode == "reconstruction":
+    if mode in ("reconstruction", "mse"):
+        rule = PAPER_SCORING if mode == "mse" else scoring
         with torch.inference_mode():
             out = model(x)
-            rec_map = (x - out.reconstruction).pow(2)[:, 0]
-            rec_err = rec_map.mean(dim=(1, 2))
+            rec_err = (x - out.reconstruction).pow(2)[:, 0].mean(dim=(1, 2))
+            maps = finish_maps(residual_map(x, out.reconstruction, rule.residual), x, rule)
+            scores = aggregate_scores(maps, x, rule)
             kl = kl_divergence(out.mu, out.logvar) if out.logvar is not None else None
-        return ScoreResult(mode, rec_map, rec_err, out.reconstruction, out.mu, rec_err, kl)
+        return ScoreResult(mode, maps, scores, out.reconstruction, out.mu, rec_err, kl)
 
     grad, kl, mu = kl_input_gradient(model, x)
     with torch.inference_mode():
         recon = model.decode(mu)
-        rec_map = (x - recon).pow(2)[:, 0]
-        rec_err = rec_map.mean(dim=(1, 2))
+        rec_err = (x - recon).pow(2)[:, 0].mean(dim=(1, 2))
         kl_map = gaussian_smooth(grad, smoothing_sigma(x.shape[-1]))
         if mode == "kl":
+            if scoring.brain_only:
+                kl_map = torch.where(brain_mask(x, scoring.brain_erosion), kl_map, torch.zeros_like(kl_map))
             return ScoreResult(mode, kl_map, kl, recon, mu, rec_err, kl)
         if kl_gradient_scale is None or not kl_gradient_scale > 0:
             raise ValueError("The combined mode needs kl_gradient_scale from the model's calibration.")
-        combined = kl_map / kl_gradient_scale * rec_map
-        return ScoreResult(mode, combined, combined.mean(dim=(1, 2)), recon, mu, rec_err, kl)
+        combined = finish_maps(kl_map / kl_gradient_scale * residual_map(x, recon, scoring.residual), x, scoring)
+        return ScoreResult(mode, combined, aggregate_scores(combined, x, scoring), recon, mu, rec_err, kl)
+
+
+def score_in_batches(
+    model: AutoEncoder,
+    x: torch.Tensor,
+    *,
+    mode: str = "reconstruction",
+    kl_gradient_scale: float | None = None,
+    scoring: MapScoring = PAPER_SCORING,
+    batch_size: int = 256,
+) -> ScoreResult:
+    """:func:`score_batch` over ``x`` ``(N, 1, S, S)`` in batches of ``batch_size`` on the model's device; the
+    one scoring loop of analysis, calibration, evaluation, screening and the CLI. Returns one
+    :class:`ScoreResult` with float32 CPU tensors."""
+    device = next(iter(model.parameters()), next(iter(model.buffers()), torch.empty(0))).device
+    parts = [
+        score_batch(model, x[i: i + batch_size].to(device), mode=mode, kl_gradient_scale=kl_gradient_scale,
+                    scoring=scoring)
+        for i in range(0, len(x), batch_size)
+    ]
+
+    def cat(attr: str) -> torch.Tensor | None:
+        vals = [getattr(p, attr) for p in parts]
+        if not vals or any(v is None for v in vals):
+            return None
+        return torch.cat(vals).float().cpu()
+
+    if not parts:
+        empty = torch.zeros(0)
+        return ScoreResult(mode, empty, empty, empty, empty, empty, None)
+    return ScoreResult(mode, cat("maps"), cat("scores"), cat("reconstruction"), cat("mu"),
+                       cat("reconstruction_error"), cat("kl"))

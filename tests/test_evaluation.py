@@ -102,14 +102,14 @@ def test_evaluate_on_a_hand_computed_case(vae, monkeypatch):
     maps[0, 0:2, 0:2] = 0.5
     scores = np.array([0.1, 0.4, 0.35, 0.8], np.float32)
 
-    def stub_score_all(model, x, *, mode, kl_gradient_scale=None, batch_size=256):
+    def stub_score_all(model, x, *, mode, kl_gradient_scale=None, scoring=None, batch_size=256):
         assert x.shape == (n, 1, s, s)
         return {"maps": maps, "scores": scores, "mu": np.zeros((n, 4), np.float32), "kl": None, "rec": None}
 
     monkeypatch.setattr(ae4ad_core.calibration, "score_all", stub_score_all)
     test = SimpleNamespace(images=synthetic_slices(n, seed=40), labels=np.array([0, 0, 1, 1]), masks=masks)
     loaded = _hand_card(vae, threshold=0.5, pixel_threshold=0.7)
-    res = evaluate(loaded, test)
+    res = evaluate(loaded, test, resolution="model")
     assert (res.n_normal, res.n_abnormal) == (2, 2)
     assert res.image_auroc == pytest.approx(0.75)
     assert res.image_ap == pytest.approx(0.5 + 0.5 * 2 / 3)
@@ -120,7 +120,7 @@ def test_evaluate_on_a_hand_computed_case(vae, monkeypatch):
     assert res.calibrated_dice == pytest.approx(6 / 7)  # 0.7 separates the 0.9 pixels from the 0.5 ones
     assert (res.calibrated_image_fpr, res.calibrated_image_tpr) == (0.0, 0.5)  # only 0.8 is above 0.5
     assert res.anatomy_correlation is None  # two normal images: no correlation
-    lower = evaluate(_hand_card(vae, threshold=0.05, pixel_threshold=0.3), test)
+    lower = evaluate(_hand_card(vae, threshold=0.05, pixel_threshold=0.3), test, resolution="model")
     assert lower.calibrated_dice == pytest.approx(12 / 18)  # 0.5 pixels now count: 6 TP, 4 FP
     assert (lower.calibrated_image_fpr, lower.calibrated_image_tpr) == (1.0, 1.0)
 

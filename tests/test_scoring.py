@@ -159,7 +159,7 @@ def test_fused_model_equals_the_unfused_eval_model(kind, tiny_ae_dir, tiny_vae_d
     torch.testing.assert_close(fused.reconstruction, ref.reconstruction, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(fused.mu, ref.mu, atol=1e-5, rtol=1e-5)
     modes = [m for m, reason in modes_for(loaded.model).items() if reason is None]
-    assert modes == (list(SCORING_MODES) if kind == "vae" else ["reconstruction"])
+    assert modes == (list(SCORING_MODES) if kind == "vae" else ["reconstruction", "mse"])
     for mode in modes:
         a = score_batch(loaded.model, x, mode=mode, kl_gradient_scale=0.05)
         b = score_batch(loaded.inference, x, mode=mode, kl_gradient_scale=0.05)
