@@ -38,7 +38,9 @@ __all__ = [
     "MODEL_KINDS",
 ]
 
-MODEL_KINDS = ("ae", "vae", "rdae")
+MODEL_KINDS = ("ae", "vae", "rdae", "dae", "intensity")
+"""``ae``/``vae``/``rdae``: the reference AE family (this module); ``dae``: the denoising U-Net
+(:mod:`ae4ad_core.denoising`); ``intensity``: the plain-intensity baseline (:mod:`ae4ad_core.baseline`)."""
 
 
 @dataclass(frozen=True)
@@ -47,9 +49,10 @@ class ModelConfig:
 
     Attributes
     ----------
-    kind : {"ae", "vae", "rdae"}
+    kind : {"ae", "vae", "rdae", "dae", "intensity"}
         ``rdae`` = rate-distortion AE: quantised latents with a learned entropy model (see
-        :class:`RateDistortionAutoEncoder`).
+        :class:`RateDistortionAutoEncoder`); ``dae`` = denoising U-Net (``channels`` per level, ``latent_dim``
+        = the last of them); ``intensity`` = the plain-intensity baseline (``latent_dim`` = 2).
     latent_dim : int
         ``d``, the number of latent values per image (for ``rdae`` the maximum; the rate penalty decides how
         many carry information).
@@ -254,6 +257,14 @@ def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 
 def build_model(config: ModelConfig) -> AutoEncoder:
     """Instantiate the architecture described by ``config`` (weights freshly initialised)."""
+    if config.kind == "dae":
+        from .denoising import DenoisingUNet
+
+        return DenoisingUNet(config)
+    if config.kind == "intensity":
+        from .baseline import IntensityBaseline
+
+        return IntensityBaseline(config)
     if config.kind == "vae":
         return VariationalAutoEncoder(config)
     if config.kind == "rdae":
@@ -348,6 +359,11 @@ def fuse_for_inference(model: AutoEncoder) -> AutoEncoder:
     a model: keep the original for that.
     """
     fused = copy.deepcopy(model).eval()
+    if not isinstance(fused, AutoEncoder):  # the U-Net and the baseline: eval copy, channels-last, frozen
+        fused = fused.to(memory_format=torch.channels_last)
+        for p in fused.parameters():
+            p.requires_grad_(False)
+        return fused
     for name in ("encoder", "to_latent", "from_latent", "decoder"):
         setattr(fused, name, _fuse_sequential(getattr(fused, name)))
     layers = list(fused.decoder)
