@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import Ae4adError, UnreadableImageError, UnsafeArchiveError
+from .errors import Ae4adError, UnreadableImageError, UnsafeArchiveError, format_error, one_line
 
 __all__ = ["ArchiveLimits", "is_zip", "iter_archive", "expand_uploads"]
 
@@ -38,7 +38,7 @@ _RATIO_FLOOR_BYTES = 1024 * 1024  # compression ratios are only judged from this
 _JUNK_NAMES = frozenset({".ds_store", "thumbs.db", "desktop.ini", ".localized"})
 _JUNK_FOLDERS = frozenset({"__macosx"})
 _DRIVE_PATTERN = re.compile(r"^[A-Za-z]:")
-_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]+")
+_REASON_CHARACTERS = 160  # a foreign exception quoted inside one of our messages is cut to this length
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,7 @@ def iter_archive(
     path = Path(source) if isinstance(source, (str, os.PathLike)) else None
     if path is not None and name == "archive.zip":
         name = path.name
-    name = _CONTROL_CHARACTERS.sub(" ", str(name)).strip() or "archive.zip"  # messages stay one line
+    name = one_line(name).strip() or "archive.zip"  # messages stay one line
     if path is None:
         data = bytes(source)
     else:
@@ -188,7 +188,7 @@ def expand_uploads(
         try:
             members = iter_archive(data, name=file_name, limits=limits)
         except Ae4adError as error:
-            errors.append((file_name, str(error)))
+            errors.append((file_name, format_error(error, file_name)))
             continue
         expanded.extend((f"{file_name}/{member}", content) for member, content in members)
     return expanded, errors
@@ -335,7 +335,5 @@ def _read_member(
 
 
 def _reason(error: BaseException) -> str:
-    text = " ".join(_CONTROL_CHARACTERS.sub(" ", str(error)).split())
-    if len(text) > 160:
-        text = text[:157] + "..."
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+    """One-line ``"TypeName: message"`` of a foreign exception, to quote inside one of our messages."""
+    return format_error(error, limit=_REASON_CHARACTERS)

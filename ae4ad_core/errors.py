@@ -1,10 +1,17 @@
-"""The library's exception hierarchy.
+"""The library's exception hierarchy and its one error formatter.
 
-Every failure a user can cause (a bad file, an unknown model, a mode a model cannot do) raises a subclass of
-:class:`Ae4adError` whose message is one line: what was received, why it is refused, and what to do.
+Every failure a user can cause (a bad file, an unknown model, a mode a model cannot do, an unknown option, a
+slice that is not there) raises a subclass of :class:`Ae4adError` whose message is one line: what was
+received, why it is refused, and what to do. Each subclass also derives from the built-in exception a caller
+would expect (``ValueError``, ``KeyError``, ``IndexError``), so ``except ValueError`` keeps working.
+
+:func:`format_error` is the one place where an exception becomes a one-line reason for a report, a log line or
+an error message (``"<subject>: <message>"``, with the type name of exceptions the library did not raise).
 """
 
 from __future__ import annotations
+
+import re
 
 __all__ = [
     "Ae4adError",
@@ -17,8 +24,14 @@ __all__ = [
     "ModelCardError",
     "UnsupportedModeError",
     "DataError",
+    "InvalidOptionError",
+    "SliceSelectionError",
     "look_up_option",
+    "format_error",
+    "one_line",
 ]
+
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]+")
 
 
 class Ae4adError(Exception):
@@ -64,10 +77,19 @@ class DataError(Ae4adError, ValueError):
     """A dataset folder or array set that does not have the expected layout or content."""
 
 
+class InvalidOptionError(Ae4adError, ValueError):
+    """A name that is not one of the valid options (raised by :func:`look_up_option`, with a suggestion)."""
+
+
+class SliceSelectionError(Ae4adError, IndexError):
+    """A frame or slice index outside the image (``frames=`` of ``read_image``, ``Image.slice``)."""
+
+
 def look_up_option(value: str, options, *, what: str = "option") -> str:
-    """Return ``value`` if it is one of ``options``, else raise ``ValueError`` naming the valid ones.
+    """Return ``value`` if it is one of ``options``, else raise :class:`InvalidOptionError` naming the valid ones.
 
     The message suggests the closest valid name (MONAI's ``look_up_option`` does the same).
+    :class:`InvalidOptionError` is a ``ValueError`` too.
     """
     import difflib
 
@@ -76,4 +98,44 @@ def look_up_option(value: str, options, *, what: str = "option") -> str:
         return value
     close = difflib.get_close_matches(str(value), [str(o) for o in options], n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise ValueError(f"Unknown {what} {value!r}; valid: {', '.join(map(str, options))}.{hint}")
+    raise InvalidOptionError(f"Unknown {what} {value!r}; valid: {', '.join(map(str, options))}.{hint}")
+
+
+def one_line(text: str) -> str:
+    """``text`` with every run of control characters (newlines, tabs, NUL...) replaced by one space."""
+    return _CONTROL_CHARACTERS.sub(" ", str(text))
+
+
+def format_error(error: BaseException, subject: str | None = None, *, limit: int | None = None) -> str:
+    """Describe ``error`` in one line, optionally prefixed with the file or item it is about.
+
+    Parameters
+    ----------
+    error : BaseException
+        The exception. The message of an :class:`Ae4adError` is kept as written (control characters become
+        spaces); any other exception is shown as ``"TypeName: message"`` with runs of whitespace collapsed,
+        or just ``"TypeName"`` when it has no message.
+    subject : str, optional
+        What the error is about (a file name, a series, a job). The text is prefixed with ``"<subject>: "``
+        unless it already starts that way, so every reason names its subject exactly once.
+    limit : int, optional
+        Cut the message of a foreign exception to this many characters (ending with ``"..."``); library
+        messages are never cut.
+
+    Returns
+    -------
+    str
+        One line, no newline or other control character.
+    """
+    if isinstance(error, Ae4adError):
+        text = one_line(str(error)).strip() or type(error).__name__
+    else:
+        text = " ".join(one_line(str(error)).split())
+        if limit is not None and len(text) > limit:
+            text = text[: max(limit - 3, 0)] + "..."
+        text = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    if subject is not None:
+        subject = one_line(subject).strip()
+        if subject and not text.startswith(f"{subject}: "):
+            text = f"{subject}: {text}"
+    return text
