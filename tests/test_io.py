@@ -24,7 +24,7 @@ from _fixtures_io import (
     tiff_pages_bytes,
 )
 
-import ae4ad_core.io as image_io
+import ae4ad_core.io.dicom as dicom_reader
 from ae4ad_core.errors import (
     Ae4adError,
     ImageTooLargeError,
@@ -265,7 +265,7 @@ def test_missing_decoder_names_the_transfer_syntax_and_the_plugin(monkeypatch: p
         is_available = False
         missing_dependencies = ["pylibjpeg - requires pylibjpeg-libjpeg"]
 
-    monkeypatch.setattr(image_io, "_decoder_for", lambda transfer_syntax: _UnavailableDecoder())
+    monkeypatch.setattr(dicom_reader, "_decoder_for", lambda transfer_syntax: _UnavailableDecoder())
     path = pydicom_test_file("SC_rgb_jpeg_dcmtk.dcm")
     with pytest.raises(MissingDecoderError) as caught:
         read_image(path)
@@ -273,7 +273,7 @@ def test_missing_decoder_names_the_transfer_syntax_and_the_plugin(monkeypatch: p
     assert "JPEG Baseline (Process 1)" in str(caught.value)
     assert "pylibjpeg-libjpeg" in str(caught.value)
 
-    monkeypatch.setattr(image_io, "_decoder_for", lambda transfer_syntax: None)
+    monkeypatch.setattr(dicom_reader, "_decoder_for", lambda transfer_syntax: None)
     with pytest.raises(UnsupportedImageError, match="has no pixel decoder"):
         read_image(path)
 
@@ -370,6 +370,46 @@ def test_read_images_groups_series_and_reports_bad_files_without_raising() -> No
     for image in images:
         text = json.dumps(image.metadata)
         assert "1.2.826.0.1.3680043.8.498.4242" not in text  # the grouping UID stays internal
+
+
+def test_read_images_reports_a_series_that_cannot_be_stacked_under_the_series_name() -> None:
+    odd = dicom_bytes(
+        np.zeros((6, 5), np.int16),
+        photometric="HSV",
+        position=(0.0, 0.0, 3.0),
+        series_uid="1.2.826.0.1.3680043.8.498.4242",
+    )
+    images, errors = read_images([*_series_files([0.0, 1.0, 2.0]), ("series/slice04.dcm", odd)])
+    assert images == []
+    assert errors == [
+        ("series", "series: series/slice04.dcm: DICOM photometric interpretation 'HSV' is not supported")
+    ]
+
+
+def test_read_images_parses_a_dicom_outside_a_series_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pydicom
+
+    calls = []
+    real_dcmread = pydicom.dcmread
+
+    def counting_dcmread(*args, **kwargs):
+        calls.append(kwargs.get("stop_before_pixels", False))
+        return real_dcmread(*args, **kwargs)
+
+    monkeypatch.setattr(pydicom, "dcmread", counting_dcmread)
+    multi_frame = dicom_bytes(np.arange(2 * 6 * 5, dtype=np.int16).reshape(2, 6, 5))  # never in a series
+    images, errors = read_images([("multi.dcm", multi_frame), *_series_files([0.0, 1.0])])
+    assert not errors and [image.format for image in images] == ["dicom", "dicom-series"]
+    assert images[0].n_slices == 2
+    assert len(calls) == 3  # one parse per file: the grouping parse is the one the image is decoded from
+
+    calls.clear()
+    broken = multi_frame[:200]  # "DICM" at 128, then a header cut short
+    images, errors = read_images([("broken.dcm", broken)])
+    with pytest.raises(UnreadableImageError) as caught:
+        read_image(broken, name="broken.dcm")
+    assert images == [] and errors == [("broken.dcm", str(caught.value))]
+    assert len(calls) == 2  # once in read_images, once in read_image
 
 
 def test_read_images_reads_paths(tmp_path: Path) -> None:
