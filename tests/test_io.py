@@ -34,8 +34,11 @@ from ae4ad_core.errors import (
 )
 from ae4ad_core.io import (
     DEFAULT_MAX_PIXELS,
+    READERS,
     SUPPORTED_EXTENSIONS,
     Image,
+    ImageReader,
+    ReadOptions,
     deidentify,
     is_dicom,
     read_dicom_series,
@@ -76,6 +79,29 @@ def _assert_valid_image(image: Image) -> None:
         assert image.default_window[1] > 0
     if image.spacing is not None:
         assert all(value > 0 for value in image.spacing)
+
+
+# ------------------------------------------------------------------------------------------------ the readers
+
+
+def test_one_reader_per_format_knows_what_it_can_read_and_reads_it() -> None:
+    samples = {
+        "dicom": dicom_bytes(np.full((4, 3), 7, np.uint16)),
+        "nifti": nifti_bytes(np.full((3, 4, 2), 7, np.int16)),
+        "pillow": png_bytes(np.full((4, 3), 7, np.uint8)),
+    }
+    assert [reader.name for reader in READERS] == ["dicom", "nifti", "pillow"]
+    for reader in READERS:
+        assert isinstance(reader, ImageReader)
+        for kind, data in samples.items():
+            assert reader.can_read(data) == (kind == reader.name), (reader, kind)
+        image = reader.read(samples[reader.name], "x", ReadOptions())
+        assert image.pixels.max() == 7 and image.name == "x"
+        assert image.metadata == read_image(samples[reader.name], name="x").metadata
+        other = samples["pillow" if reader.name != "pillow" else "dicom"]
+        with pytest.raises(UnreadableImageError, match=rf"^y: not a {reader.title} file \(first bytes "):
+            reader.read(other, "y", ReadOptions())
+    assert not any(reader.can_read(gzip.compress(samples["pillow"])) for reader in READERS)  # read_image unwraps
 
 
 # ------------------------------------------------------------------------------------------- pydicom test files
