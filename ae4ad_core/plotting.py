@@ -1,7 +1,8 @@
-"""Figures for evaluation results, verdicts and latent statistics, plus a fast RGB overlay for thumbnails.
+"""Figures for evaluation results, verdicts and latent statistics.
 
 Every function builds its own :class:`matplotlib.figure.Figure` (no ``pyplot`` global state, so app sessions
-running in threads never share a figure). Conventions are those of :mod:`ae4ad_core.display`: anomaly maps in
+running in threads never share a figure). Conventions are those of :mod:`ae4ad_core.render` (which draws the
+RGB arrays, :func:`~ae4ad_core.render.overlay_rgb` included): anomaly maps in
 inferno on the FIXED scale ``[0, vmax]`` (``vmax`` = the model's ``display_max`` from normal validation images,
 never a per-image min-max), the calibrated-threshold outline in cyan, ground truth in green.
 """
@@ -14,21 +15,19 @@ from collections.abc import Mapping
 import numpy as np
 from matplotlib.figure import Figure
 
+from .render import THRESHOLD_COLOUR, TRUTH_COLOUR, check_map_shapes, grey_rgb
+from .render import overlay_rgb as overlay_rgb  # lives in render; still importable from here (cli.py)
+
 __all__ = [
-    "THRESHOLD_COLOUR",
-    "TRUTH_COLOUR",
     "roc_pr_figures",
     "pixel_pr_figure",
     "overlay_figure",
-    "overlay_rgb",
     "score_histogram_figure",
     "latent_scatter_figure",
     "spectrum_figure",
     "figure_to_png",
 ]
 
-THRESHOLD_COLOUR = (0, 255, 255)  # cyan: pixels above the calibrated pixel threshold
-TRUTH_COLOUR = (0, 220, 0)  # green: ground-truth annotation
 _FIGSIZE = (4.0, 3.0)
 _DPI = 100
 
@@ -117,80 +116,6 @@ def pixel_pr_figure(result) -> Figure:
     return fig
 
 
-def _gray_unit(image: np.ndarray, window: tuple[float, float] | None) -> np.ndarray:
-    """``image`` mapped to [0, 1] through ``window`` = (center, width), or its 0.5-99.5 percentile range."""
-    img = np.nan_to_num(np.asarray(image, dtype=np.float32))
-    if window is None:
-        lo, hi = (float(v) for v in np.percentile(img, [0.5, 99.5]))
-    else:
-        center, width = (float(v) for v in window)
-        lo, hi = center - width / 2.0, center + width / 2.0
-    return np.clip((img - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
-
-
-def _check_shapes(image: np.ndarray, amap: np.ndarray, **masks) -> None:
-    if image.ndim != 2 or image.shape != amap.shape:
-        raise ValueError(f"image and map must be 2D of the same shape, got {image.shape} and {amap.shape}.")
-    for name, mask in masks.items():
-        if mask is not None and np.shape(mask) != image.shape:
-            raise ValueError(f"{name} has shape {np.shape(mask)}, the image {image.shape}.")
-
-
-def _boundary(mask: np.ndarray) -> np.ndarray:
-    from scipy import ndimage
-
-    mask = np.asarray(mask, dtype=bool)
-    return mask & ~ndimage.binary_erosion(mask, border_value=0) if mask.any() else mask
-
-
-def overlay_rgb(
-    image: np.ndarray,
-    amap: np.ndarray,
-    *,
-    vmax: float,
-    alpha: float = 0.5,
-    outline: np.ndarray | None = None,
-    truth: np.ndarray | None = None,
-    window: tuple[float, float] | None = None,
-) -> np.ndarray:
-    """An anomaly map over a grayscale image as an RGB array, without building a figure (thumbnails, PNGs).
-
-    Parameters
-    ----------
-    image : (H, W) array
-        Grayscale underlay in any intensity units.
-    amap : (H, W) array
-        Anomaly map, shown with inferno on the fixed scale ``[0, vmax]`` (values outside are clipped).
-    vmax : float
-        Top of the colour scale (the model's ``display_max``).
-    alpha : float
-        Opacity of the map where it reaches ``vmax``; it fades as ``alpha * sqrt(amap / vmax)`` so that
-        near-zero values leave the anatomy visible (0 shows only the image).
-    outline, truth : (H, W) bool arrays, optional
-        Pixels above the calibrated threshold (boundary drawn in cyan) and the ground truth (green).
-    window : (center, width), optional
-        Intensity window of the underlay; default: the image's 0.5-99.5 percentile range.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(H, W, 3)`` uint8.
-    """
-    from matplotlib import colormaps
-
-    image, amap = np.asarray(image), np.asarray(amap, dtype=np.float32)
-    _check_shapes(image, amap, outline=outline, truth=truth)
-    gray = _gray_unit(image, window)[..., None] * 255.0
-    norm = np.clip(np.nan_to_num(amap) / max(float(vmax), 1e-12), 0.0, 1.0)
-    colour = colormaps["inferno"](norm)[..., :3].astype(np.float32) * 255.0
-    a = (float(np.clip(alpha, 0.0, 1.0)) * np.sqrt(norm))[..., None]
-    rgb = gray * (1.0 - a) + colour * a
-    for mask, c in ((outline, THRESHOLD_COLOUR), (truth, TRUTH_COLOUR)):
-        if mask is not None:
-            rgb[_boundary(mask)] = c
-    return np.clip(np.round(rgb), 0, 255).astype(np.uint8)
-
-
 def overlay_figure(
     image: np.ndarray,
     amap: np.ndarray,
@@ -214,7 +139,8 @@ def overlay_figure(
         Calibrated-threshold mask (contour in cyan) and ground truth (contour in green), drawn with
         :func:`skimage.measure.find_contours` at level 0.5.
     alpha : float
-        Map opacity at ``vmax`` (fading as ``alpha * sqrt(amap / vmax)``, as in :func:`overlay_rgb`).
+        Map opacity at ``vmax`` (fading as ``alpha * sqrt(amap / vmax)``, as in
+        :func:`ae4ad_core.render.overlay_rgb`).
     cmap : str
         Matplotlib colormap of the map.
     title : str, optional
@@ -226,10 +152,10 @@ def overlay_figure(
     from skimage.measure import find_contours
 
     image, amap = np.asarray(image), np.asarray(amap, dtype=np.float32)
-    _check_shapes(image, amap, outline=outline, truth=truth)
+    check_map_shapes(image, amap, outline=outline, truth=truth)
     vmax = max(float(vmax), 1e-12)
     fig, ax = _new_figure((4.0, 3.4))
-    ax.imshow(_gray_unit(image, None), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax.imshow(grey_rgb(image, window=None), interpolation="nearest")
     norm = Normalize(0.0, vmax, clip=True)
     rgba = colormaps[cmap](norm(np.nan_to_num(amap)))
     rgba[..., 3] = float(np.clip(alpha, 0.0, 1.0)) * np.sqrt(np.clip(np.nan_to_num(amap) / vmax, 0.0, 1.0))

@@ -10,9 +10,9 @@ reach the same numbers:
 * :func:`load_sweep_summary`, :func:`sweep_lesson`, :func:`sweep_teaching_figure` -- the sweep's AUROC and
   latent entropy against ``d``, the label-free choice of ``d`` and the test-set oracle;
 * :func:`rate_distortion_lesson` -- a rate-distortion AE's card numbers next to the fixed-``d`` AEs;
-* :func:`grey_rgb`, :func:`heat_rgb`, :func:`colorbar_square_png` -- display images (ground truth in green,
-  maps in inferno on a fixed scale) and the colour bar that sits in the grid beside them;
 * :func:`load_models` -- several registry models loaded at once (threads), for the page's one-time start-up.
+
+The page draws the results with :mod:`ae4ad_core.render` (grey images, inferno maps, colour bars).
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from .analysis import analyze
-from .display import DemoCase, reconstruction_in_raw_units
-from .plotting import TRUTH_COLOUR
+from .demo_cases import DemoCase
 from .registry import LoadedModel, ModelCard
+from .render import as_slice, reconstruction_in_raw_units
 
 __all__ = [
     "SWEEP_PATH",
@@ -51,9 +51,6 @@ __all__ = [
     "sweep_teaching_figure",
     "rate_distortion_models",
     "rate_distortion_lesson",
-    "grey_rgb",
-    "heat_rgb",
-    "colorbar_square_png",
 ]
 
 SWEEP_PATH: Path = Path(__file__).resolve().parent.parent / "assets" / "sweep" / "sweep.json"
@@ -73,15 +70,6 @@ _KIND_WORDS = {
 # ----------------------------------------------------------------------------------------------- cases
 
 
-def _as_slice(image) -> np.ndarray:
-    img = np.asarray(image, dtype=np.float32)
-    if img.ndim == 3 and img.shape[0] == 1:
-        img = img[0]
-    if img.ndim != 2:
-        raise ValueError(f"Expected one 2D slice (H, W) or (1, H, W), got shape {np.shape(image)}.")
-    return img
-
-
 def lesion_conspicuity(image: np.ndarray, mask: np.ndarray, *, ring: int = 4) -> float:
     """How plainly a lesion shows in the image alone: ``|mean(lesion) - mean(ring)| * sqrt(area)``.
 
@@ -98,7 +86,7 @@ def lesion_conspicuity(image: np.ndarray, mask: np.ndarray, *, ring: int = 4) ->
     """
     from scipy import ndimage
 
-    img, m = _as_slice(image), np.asarray(mask, dtype=bool)
+    img, m = as_slice(image), np.asarray(mask, dtype=bool)
     if img.shape != m.shape:
         raise ValueError(f"image {img.shape} and mask {m.shape} differ in shape.")
     if not m.any():
@@ -259,7 +247,7 @@ def reconstruct_across_latent_sizes(
     -------
     list of LatentSizeResult
     """
-    img = _as_slice(image)
+    img = as_slice(image)
     out = []
     for loaded in sorted(models, key=lambda m: (m.card.latent_dim, m.name)):
         a = analyze(img[None], loaded, mode="reconstruction")
@@ -347,7 +335,7 @@ def compare_modes(
 
     Raises :class:`~ae4ad_core.errors.UnsupportedModeError` for a model without a KL term (a plain AE).
     """
-    img = _as_slice(image)
+    img = as_slice(image)
     out: dict[str, ModeMap] = {}
     for mode in modes:
         a = analyze(img[None], vae, mode=mode)
@@ -579,62 +567,3 @@ def rate_distortion_lesson(
         chosen_ae_d=chosen_d,
         chosen_ae_auroc=chosen_auroc,
     )
-
-
-# -------------------------------------------------------------------------------------------- pictures
-
-
-def _boundary(mask: np.ndarray) -> np.ndarray:
-    from scipy import ndimage
-
-    m = np.asarray(mask, dtype=bool)
-    return m & ~ndimage.binary_erosion(m, border_value=0) if m.any() else m
-
-
-def _paint_truth(rgb: np.ndarray, truth: np.ndarray | None) -> np.ndarray:
-    if truth is not None:
-        if np.shape(truth) != rgb.shape[:2]:
-            raise ValueError(f"truth has shape {np.shape(truth)}, the image {rgb.shape[:2]}.")
-        rgb[_boundary(truth)] = TRUTH_COLOUR
-    return rgb
-
-
-def grey_rgb(image, *, truth: np.ndarray | None = None, lo: float = 0.0, hi: float = 1.0) -> np.ndarray:
-    """A slice as ``(H, W, 3)`` uint8 grey through the window ``[lo, hi]``, with the ground-truth boundary in
-    green (the app's colour for ground truth)."""
-    img = _as_slice(image)
-    unit = np.clip((np.nan_to_num(img) - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
-    rgb = np.repeat(np.round(unit * 255.0).astype(np.uint8)[..., None], 3, axis=2)
-    return _paint_truth(rgb, truth)
-
-
-def heat_rgb(amap: np.ndarray, *, vmax: float, truth: np.ndarray | None = None) -> np.ndarray:
-    """An anomaly map alone as ``(H, W, 3)`` uint8: inferno on the FIXED scale ``[0, vmax]`` (values above are
-    clipped, never stretched per image), with the ground-truth boundary in green."""
-    from matplotlib import colormaps
-
-    norm = np.clip(np.nan_to_num(np.asarray(amap, dtype=np.float32)) / max(float(vmax), 1e-12), 0.0, 1.0)
-    rgb = np.round(colormaps["inferno"](norm)[..., :3] * 255.0).astype(np.uint8)
-    return _paint_truth(rgb, truth)
-
-
-def colorbar_square_png(vmax: float, *, label: str = "squared error", dpi: int = 200) -> bytes:
-    """A vertical inferno colour bar from 0 to ``vmax`` on a square canvas (PNG bytes), to sit in a grid of
-    square maps with the same height as them."""
-    import io
-
-    from matplotlib.cm import ScalarMappable
-    from matplotlib.colors import Normalize
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(1.3, 1.3), dpi=dpi)
-    ax = fig.add_axes((0.30, 0.06, 0.14, 0.88))
-    bar = fig.colorbar(ScalarMappable(Normalize(0.0, vmax), "inferno"), cax=ax)
-    bar.set_ticks([0.0, vmax / 2.0, vmax])
-    bar.set_ticklabels(["0", f"{vmax / 2:.2g}", f"{vmax:.2g}"])
-    bar.ax.tick_params(labelsize=10, length=2, pad=1)
-    bar.outline.set_linewidth(0.4)
-    fig.text(0.14, 0.5, label, rotation=90, ha="center", va="center", fontsize=10, color="#444")
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", transparent=True)
-    return buf.getvalue()

@@ -10,21 +10,13 @@ import pandas as pd
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
-from ae4ad_core import display
+from ae4ad_app.widgets import model_picker, upload_key
 from ae4ad_core.batch import score_uploads
+from ae4ad_core.content_hash import content_digest
 from ae4ad_core.errors import Ae4adError
-from ae4ad_core.registry import find_model_dir, list_models, load_shared_model
 from ae4ad_core.report import NOTICE, build_pdf_report
-from ae4ad_core.scoring import modes_for
 
 ANALYZE_PAGE = "app_pages/analyze.py"
-
-
-def get_model(name: str, stamp: float):
-    """The model, from the library's process-wide cache (shared with the other pages; ``stamp`` keeps the
-    callers' cache keys tied to the card's version)."""
-    return load_shared_model(name)
-
 
 st.title("Batch screening")
 st.caption(
@@ -33,30 +25,8 @@ st.caption(
 
 with st.sidebar:
     st.header("Model")
-    cards = list_models()
-    if not cards:
-        st.error("No models found in assets/models or the user's models folder: train one on the Train page.")
-        st.stop()
-    names = [c.name for c in cards]
-    name = st.selectbox(
-        "Model", names, index=names.index(display.default_model_name(cards)), key="batch_model"
-    )
-    card = cards[names.index(name)]
-    st.caption(display.card_summary(card))
-    stamp = (find_model_dir(name) / "card.json").stat().st_mtime
-    loaded = get_model(name, stamp)
-    modes = modes_for(loaded.inference)
-    available = [m for m, reason in modes.items() if reason is None]
-    mode = st.radio(
-        "Scoring mode",
-        available,
-        format_func=display.MODE_LABELS.get,
-        key="batch_mode",
-        captions=[display.MODE_HELP[m] for m in available],
-    )
-    for m, reason in modes.items():
-        if reason:
-            st.caption(f":material/block: {display.MODE_LABELS[m]} unavailable for this model: {reason}.")
+    choice = model_picker(model_key="batch_model", mode_key="batch_mode")
+    name, card, loaded, mode = choice.name, choice.card, choice.model, choice.mode
 
 files = st.file_uploader(
     "Images, DICOM series or ZIP archives of them",
@@ -73,7 +43,7 @@ if not files:
     )
     st.stop()
 
-key = display.digest(*[f"{f.file_id}:{f.name}:{f.size}" for f in files], name, str(stamp), mode)
+key = content_digest(upload_key(files), name, str(choice.stamp), mode)
 if st.button(f"Score {len(files)} upload(s)", type="primary", icon=":material/play_arrow:"):
     bar = st.progress(0.0, text="Starting…")
     try:

@@ -5,10 +5,11 @@ All numbers and images come from :mod:`ae4ad_core.teaching`; this page reads the
 
 import streamlit as st
 
-from ae4ad_core import display, teaching
+from ae4ad_app.widgets import get_cards
+from ae4ad_core import render, teaching
 from ae4ad_core.errors import Ae4adError
+from ae4ad_core.explanations import MODE_LABELS
 from ae4ad_core.plotting import figure_to_png
-from ae4ad_core.registry import list_models
 
 AE4AD = (
     "Cai, Chen, Cheng. *Rethinking Autoencoders for Medical Anomaly Detection from a Theoretical "
@@ -43,11 +44,6 @@ def get_models(names: tuple[str, ...]) -> dict:
     return dict(zip(names, teaching.load_models(names), strict=True))
 
 
-@st.cache_data(ttl=60, show_spinner=False)
-def get_cards():
-    return list_models()
-
-
 @st.cache_data(show_spinner="Choosing lesion cases…")
 def get_cases():
     return {case.key: case for case in teaching.teaching_cases()}
@@ -61,7 +57,7 @@ def latent_row(case_key: str, names: tuple[str, ...], _models: dict):
     )
     vmax = teaching.shared_display_max(results)
     images = [
-        (teaching.grey_rgb(r.reconstruction), teaching.heat_rgb(r.map, vmax=vmax, truth=case.mask))
+        (render.grey_rgb(r.reconstruction), render.heat_rgb(r.map, vmax=vmax, truth=case.mask))
         for r in results
     ]
     return results, vmax, images
@@ -71,7 +67,7 @@ def latent_row(case_key: str, names: tuple[str, ...], _models: dict):
 def vae_modes(case_key: str, name: str, _models: dict):
     case = get_cases()[case_key]
     maps = teaching.compare_modes(case.pixels, _models[name], mask=case.mask)
-    images = {m: teaching.heat_rgb(r.map, vmax=r.display_max, truth=case.mask) for m, r in maps.items()}
+    images = {m: render.heat_rgb(r.map, vmax=r.display_max, truth=case.mask) for m, r in maps.items()}
     return maps, images
 
 
@@ -128,8 +124,8 @@ else:
     results, vmax, images = latent_row(key, names, models)
     cols = st.columns(len(results) + 1)
     cols[0].markdown("**Input**")
-    cols[0].image(teaching.grey_rgb(case.pixels, truth=case.mask), width="stretch", output_format="PNG")
-    cols[0].image(teaching.colorbar_square_png(vmax), width="stretch")
+    cols[0].image(render.grey_rgb(case.pixels, truth=case.mask), width="stretch", output_format="PNG")
+    cols[0].image(render.colorbar_png(vmax, label="squared error", orientation="vertical"), width="stretch")
     for col, r, (recon, amap) in zip(cols[1:], results, images, strict=True):
         col.markdown(f"**d = {r.d}**")
         col.image(recon, width="stretch", output_format="PNG")
@@ -226,19 +222,19 @@ else:
     )
     cols = st.columns(len(maps) + 2)
     cols[0].image(
-        teaching.grey_rgb(case.pixels, truth=case.mask),
+        render.grey_rgb(case.pixels, truth=case.mask),
         width="stretch",
         output_format="PNG",
         caption="Input (green: true lesion)",
     )
     cols[1].image(
-        teaching.grey_rgb(first.reconstruction),
+        render.grey_rgb(first.reconstruction),
         width="stretch",
         output_format="PNG",
         caption="VAE reconstruction",
     )
     for col, (mode, result) in zip(cols[2:], maps.items(), strict=True):
-        title, words = MODE_WORDS.get(mode, (display.MODE_LABELS.get(mode, mode), ""))
+        title, words = MODE_WORDS.get(mode, (MODE_LABELS.get(mode, mode), ""))
         col.image(heat[mode], width="stretch", output_format="PNG", caption=title)
         contrast = f" · lesion {result.lesion_contrast:.1f}×" if result.lesion_contrast is not None else ""
         col.caption(

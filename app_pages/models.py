@@ -4,20 +4,16 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from ae4ad_core import display
+from ae4ad_app.widgets import get_cards
+from ae4ad_core.explanations import MODE_LABELS
+from ae4ad_core.model_summary import ae_sweep_rows, evaluation_result, zoo_rows
 from ae4ad_core.plotting import figure_to_png, roc_pr_figures
-from ae4ad_core.registry import list_models
-
-
-@st.cache_resource(ttl=20, show_spinner=False)  # cards are frozen and read-only: no copy per rerun
-def get_cards():
-    return list_models()
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def curves_png(names: tuple[str, ...], mode: str) -> tuple[bytes, bytes]:
     cards = {c.name: c for c in get_cards()}
-    roc, pr = roc_pr_figures({n: display.evaluation_result(cards[n], mode) for n in names})
+    roc, pr = roc_pr_figures({n: evaluation_result(cards[n], mode) for n in names})
     return figure_to_png(roc), figure_to_png(pr)
 
 
@@ -43,7 +39,7 @@ if not cards:
     st.info("No models yet: train one with `ae4ad train` or on the Train page.", icon=":material/info:")
     st.stop()
 
-rows = display.zoo_rows(cards)
+rows = zoo_rows(cards)
 number = st.column_config.NumberColumn
 st.dataframe(
     pd.DataFrame(rows),
@@ -69,7 +65,7 @@ st.dataframe(
     },
 )
 
-sweep = display.ae_sweep_rows(cards)
+sweep = ae_sweep_rows(cards)
 if sweep:
     st.subheader("Latent size d: detection and information")
     st.caption(
@@ -116,9 +112,9 @@ if not entropy.empty:
 
 st.subheader("ROC and precision-recall curves")
 mode = st.radio(
-    "Scoring mode", list(display.MODE_LABELS), format_func=display.MODE_LABELS.get, horizontal=True
+    "Scoring mode", list(MODE_LABELS), format_func=MODE_LABELS.get, horizontal=True
 )
-evaluated = [c.name for c in cards if display.evaluation_result(c, mode) is not None]
+evaluated = [c.name for c in cards if evaluation_result(c, mode) is not None]
 picked = st.multiselect("Models", evaluated, default=evaluated[:6])
 if not picked:
     st.info("No evaluated model in this mode (KL and Combined need a VAE).", icon=":material/info:")

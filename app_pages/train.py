@@ -7,7 +7,7 @@ stop it; a fragment polls its progress once a second while it runs.
 import pandas as pd
 import streamlit as st
 
-from ae4ad_core import display
+from ae4ad_app.widgets import upload_key
 from ae4ad_core.data import load_demo
 from ae4ad_core.errors import Ae4adError
 from ae4ad_core.jobs import (
@@ -100,9 +100,7 @@ try:
             help="Each file or DICOM series is one subject: training and validation are split by subject.",
         )
         if files:
-            dataset = uploaded_dataset(
-                display.digest(*[f"{f.file_id}:{f.name}:{f.size}" for f in files]), files
-            )
+            dataset = uploaded_dataset(upload_key(files), files)
         else:
             st.info(
                 "Upload at least 20 normal images (30 or more recommended), or use the demo data.",

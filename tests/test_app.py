@@ -321,11 +321,42 @@ def test_volume_sent_from_the_batch_page_opens_at_its_slice(fixture_models):
     assert_result_shown(at)
 
 
-def test_anatomy_caveat_follows_the_card():
-    from types import SimpleNamespace
+def _same_name_same_size_volumes() -> tuple[bytes, bytes]:
+    """Two uncompressed NIfTI volumes of one shape (so the same byte size) with different content."""
+    import nibabel as nib
+    from browser_utils import synthetic_brains
 
-    from ae4ad_core.display import anatomy_caveat
+    first, second = (
+        nib.Nifti1Image(np.transpose(synthetic_brains(3, size=64, seed=s), (2, 1, 0)) * 1000.0, np.eye(4))
+        .to_bytes()
+        for s in (7, 8)
+    )
+    assert len(first) == len(second) and first != second
+    return first, second
 
-    card = SimpleNamespace(metrics={"reconstruction": {"anatomy_correlation": 0.76}, "kl": {"anatomy_correlation": -0.1}})
-    assert "ρ = +0.76" in anatomy_caveat(card, "reconstruction")
-    assert anatomy_caveat(card, "kl") is None and anatomy_caveat(card, "combined") is None
+
+def test_a_second_volume_with_the_same_name_and_size_shows_its_own_result(fixture_models):
+    """Caches are keyed by the bytes: a second series sent from Batch under the same name and byte size (a
+    name-and-length key would serve the first one's result) is scored anew."""
+    st.cache_data.clear()
+    at = AppTest.from_file(APP, default_timeout=60)
+    scores = []
+    for data in _same_name_same_size_volumes():
+        at.session_state["analyze_request"] = {
+            "name": "series.nii", "data": data, "slice": 0, "model": FIXTURE_AE, "mode": "reconstruction",
+        }
+        at.run()
+        assert not at.exception, at.exception
+        assert_result_shown(at)
+        scores.append(next(m.value for m in at.metric if m.label == "Score"))
+    assert scores[0] != scores[1]
+
+
+def test_a_second_upload_with_the_same_name_and_size_shows_its_own_result(app):
+    choose(app, FIXTURE_AE)
+    scores = []
+    for data in _same_name_same_size_volumes():
+        upload(app, ("series.nii", data))
+        assert_result_shown(app)
+        scores.append(next(m.value for m in app.metric if m.label == "Score"))
+    assert scores[0] != scores[1]

@@ -91,9 +91,11 @@ def test_batch_page_ranks_uploads_lists_failures_and_exports(home):
         "Analyze page is not part of this app" in n for n in notes
     )  # the page ran without st.navigation
 
-    assert at.radio(key="batch_mode").options == ["Reconstruction"]  # an AE offers one mode; a VAE three
+    radio = at.radio(key="batch_mode")  # an AE scores one mode (the others greyed out); a VAE three
+    assert radio.options == ["Reconstruction", "KL", "Combined"] and radio.disabled
     at.selectbox(key="batch_model").set_value("tiny-vae-d4").run()
-    assert at.radio(key="batch_mode").options == ["Reconstruction", "KL", "Combined"]
+    radio = at.radio(key="batch_mode")
+    assert radio.options == ["Reconstruction", "KL", "Combined"] and not radio.disabled
     assert any("Press **Score**" in i.value for i in at.info), "a new model needs a new run"
 
 

@@ -7,7 +7,6 @@ more than a large one) is checked on the shipped sweep models when they are pres
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from types import SimpleNamespace
@@ -15,13 +14,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
-from PIL import Image
 
 from ae4ad_core import teaching
 from ae4ad_core.data import DEMO_PATH
 from ae4ad_core.errors import UnsupportedModeError
 from ae4ad_core.models import ModelConfig
-from ae4ad_core.plotting import TRUTH_COLOUR
 from ae4ad_core.preprocess import PreprocessConfig
 from ae4ad_core.registry import ModelCard, list_models, load_model, shipped_models_dir
 
@@ -353,37 +350,6 @@ def test_rate_distortion_lesson_from_cards_and_missing_numbers():
     )
     empty = teaching.rate_distortion_lesson(rd)
     assert empty.ae_rows == () and empty.best_ae_d is None
-
-
-# --------------------------------------------------------------------------------------------- pictures
-
-
-def test_grey_rgb_draws_the_truth_boundary_in_green():
-    img, m = tissue(), disc(16, 16, 5)
-    rgb = teaching.grey_rgb(img, truth=m)
-    assert rgb.shape == (SIZE, SIZE, 3) and rgb.dtype == np.uint8
-    assert tuple(rgb[16, 11]) == TRUTH_COLOUR  # on the boundary
-    assert tuple(rgb[16, 16]) == (128, 128, 128)  # inside: untouched grey (0.5)
-    assert tuple(teaching.grey_rgb(np.full((4, 4), 2.0))[0, 0]) == (255, 255, 255)  # clipped to the window
-    with pytest.raises(ValueError, match="truth has shape"):
-        teaching.grey_rgb(img, truth=m[:-1])
-
-
-def test_heat_rgb_uses_a_fixed_scale():
-    amap = np.linspace(0.0, 2.0, SIZE * SIZE, dtype=np.float32).reshape(SIZE, SIZE)
-    a = teaching.heat_rgb(amap, vmax=1.0)
-    b = teaching.heat_rgb(amap * 0.5, vmax=1.0)
-    assert not np.array_equal(a, b)  # never stretched per image
-    assert np.array_equal(a[-1, -1], teaching.heat_rgb(np.array([[1.0]]), vmax=1.0)[0, 0])  # clipped at vmax
-    assert np.array_equal(teaching.heat_rgb(np.zeros((2, 2)), vmax=1.0)[0, 0], [0, 0, 4])  # inferno(0)
-    m = disc(16, 16, 5)
-    assert tuple(teaching.heat_rgb(amap, vmax=1.0, truth=m)[16, 11]) == TRUTH_COLOUR
-
-
-def test_colorbar_square_png_is_square():
-    png = teaching.colorbar_square_png(1.9)
-    im = Image.open(io.BytesIO(png))
-    assert im.format == "PNG" and im.size[0] == im.size[1] == 260
 
 
 @pytest.mark.skipif(
