@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ae4ad_core.assets import assets_dir
 from ae4ad_core.errors import DataError
 
 __all__ = [
@@ -45,7 +46,7 @@ __all__ = [
     "fit_to_square",
 ]
 
-DEMO_PATH: Path = Path(__file__).resolve().parent.parent / "assets" / "demo" / "demo.npz"
+DEMO_PATH: Path = assets_dir() / "demo" / "demo.npz"
 """Where the bundled demo set lives (``AE4AD_DEMO`` in the environment overrides it)."""
 
 MINIMUM_IMAGES = 8
@@ -55,7 +56,9 @@ _IGNORED_SUFFIXES = frozenset(
     {".txt", ".md", ".json", ".csv", ".tsv", ".xml", ".html", ".htm", ".pdf", ".py", ".log", ".yaml", ".yml",
      ".ini", ".cfg", ".toml", ".sh", ".db"}
 )  # fmt: skip
-_BRATS_PATIENT = re.compile(r"(BraTS\d*_\d+)", re.IGNORECASE)
+_BRATS_PATIENT = re.compile(
+    r"(BraTS-[A-Z]+-\d+-\d+|brats_\d{4}_pat\d+_\d+|BraTS\d*_\d+)", re.IGNORECASE
+)  # BraTS 2023 ("BraTS-GLI-00000-000"), 2013 as in ae4ad data build-brats ("brats_2013_pat0003_1"), 2021
 
 
 @dataclass(frozen=True, eq=False)

@@ -238,7 +238,6 @@ def train(
     gen = seed_everything(config.seed)
     # channels-last is faster for these small convolutions on CPU (~20% per step) and on CUDA
     model = build_model(config.model_config()).to(dev).to(memory_format=torch.channels_last)
-    opt = _adam(model, config.lr)
     x_train = model_inputs(train_images, prep, dev)
     x_val = model_inputs(val_images, prep, dev) if val_images is not None and len(val_images) else None
     aug = config.augment_config()
@@ -247,6 +246,7 @@ def train(
         model.fit(x_train).eval()
         return TrainResult(model=model.to("cpu").to(memory_format=torch.contiguous_format).eval(),
                            history=[], seconds=time.perf_counter() - t0, device=describe_device(dev))
+    opt = _adam(model, config.lr)
 
     start_epoch, history = 0, []
     ckpt = _checkpoint_path(checkpoint_dir)
