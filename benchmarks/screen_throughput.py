@@ -6,11 +6,17 @@ Endian, a body-like ellipse with organs and noise) into a temporary folder, then
 value, and prints one JSON object: files/s, and the shares of decoding (pydicom + Modality LUT), preprocessing
 (intensity scaling + resize to the model size) and scoring (batched forward pass) in the summed stage times.
 
+The end-to-end figure (``cli``): ``ae4ad screen ARCHIVE --model M --out X`` with default settings, as a fresh
+process (start-up and imports included), against a same-run reference: merely reading every file with
+``pydicom.dcmread(path).pixel_array`` in this process (best of ``--repeats``, page cache warm for both);
+``ratio`` = CLI wall time / reference time.
+
 The model is ``--model`` (registry name or folder), else the app's default model from the registry; without
 any model, a 1-epoch AE (d = 16, 64 px) is trained on synthetic slices first (its weights do not matter for
 speed: the architecture does).
 
-    python benchmarks/screen_throughput.py [--files 200] [--num-workers 0,2] [--batch-size 64] [--device cpu]
+    python benchmarks/screen_throughput.py [--files 300] [--num-workers 0,2] [--batch-size 64] [--device cpu]
+                                           [--repeats 3]
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -86,6 +93,31 @@ def make_archive(folder: Path, n: int, seed: int = 0) -> float:
     return time.perf_counter() - t0
 
 
+def pydicom_read_seconds(folder: Path) -> tuple[float, int]:
+    """Seconds to read every file under ``folder`` with ``pydicom.dcmread(path).pixel_array``, and the count."""
+    import pydicom
+
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    t0 = time.perf_counter()
+    for path in files:
+        pydicom.dcmread(path).pixel_array  # noqa: B018 - decoding is the point
+    return time.perf_counter() - t0, len(files)
+
+
+def cli_screen_seconds(folder: Path, model: str, out: Path) -> tuple[float, dict]:
+    """Wall time of ``ae4ad screen FOLDER --model MODEL --out OUT --quiet`` in a fresh process (defaults
+    otherwise), and the summary it prints."""
+    cmd = [sys.executable, "-m", "ae4ad_core.cli", "screen", str(folder), "--model", model, "--out", str(out),
+           "--no-resume", "--quiet"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    t0 = time.perf_counter()
+    run = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    seconds = time.perf_counter() - t0
+    if run.returncode != 0:
+        raise RuntimeError(f"ae4ad screen failed: {run.stderr[-2000:]}")
+    return seconds, json.loads(run.stdout)
+
+
 def pick_model(name: str | None, scratch: Path) -> str:
     from ae4ad_core.display import default_model_name
     from ae4ad_core.registry import list_models
@@ -121,11 +153,12 @@ def pick_model(name: str | None, scratch: Path) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--files", type=int, default=200)
+    p.add_argument("--files", type=int, default=300)
     p.add_argument("--num-workers", default="0,2", help="comma-separated DataLoader worker counts to try")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--model", default=None)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--repeats", type=int, default=3, help="CLI runs and reference reads (best of each is kept)")
     args = p.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="ae4ad-bench-") as tmp:
@@ -135,6 +168,11 @@ def main(argv: list[str] | None = None) -> dict:
         from ae4ad_core.registry import load_model
 
         loaded = load_model(model, device=args.device)
+        reads, clis = [], []
+        for _ in range(args.repeats):  # interleaved, so both see the same machine load
+            reads.append(pydicom_read_seconds(tmp / "archive")[0])
+            seconds, cli_summary = cli_screen_seconds(tmp / "archive", model, tmp / "cli.csv")
+            clis.append(seconds)
         screen(
             tmp / "archive" / "series0", loaded, out=tmp / "warmup.csv", progress=False
         )  # first-call costs
@@ -177,6 +215,18 @@ def main(argv: list[str] | None = None) -> dict:
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "write_seconds": round(write_seconds, 2),
+        "cli": {
+            "command": "ae4ad screen ARCHIVE --model M --out X --no-resume --quiet (default settings, fresh process)",
+            "seconds": round(min(clis), 3),
+            "all_seconds": [round(v, 3) for v in clis],
+            "files": cli_summary["n_processed"],
+            "errors": cli_summary["n_errors"],
+            "stage_seconds": {k: round(cli_summary[f"{k}_seconds"], 3) for k in ("decode", "preprocess", "score")},
+            "pydicom_read_seconds": round(min(reads), 3),
+            "all_pydicom_read_seconds": [round(v, 3) for v in reads],
+            "ratio": round(min(clis) / min(reads), 2),
+            "target_ratio": 3.0,
+        },
         "runs": runs,
         "note": "shares are of the summed stage times (decode + preprocess + score); with workers, decoding and "
         "preprocessing overlap scoring, so files_per_second is the end-to-end figure.",

@@ -184,3 +184,21 @@ def test_torchrun_two_processes_match_one(tmp_path, tiny_ae_dir):
     np.testing.assert_allclose(
         one["score"].to_numpy(float), two["score"].to_numpy(float), rtol=1e-5, equal_nan=True
     )
+
+
+@pytest.mark.parametrize(
+    ("cpus", "n_files", "world", "expected"),
+    [(1, 1000, 1, 0), (2, 300, 1, 1), (16, 300, 1, 8), (16, 100, 1, 3), (16, 10, 1, 0), (4, 300, 2, 1)],
+)
+def test_default_workers_fit_the_machine(monkeypatch, cpus, n_files, world, expected):
+    monkeypatch.setattr(screening, "_available_cpus", lambda: cpus)
+    assert screening.default_num_workers(n_files, world_size=world) == expected
+
+
+def test_screen_keeps_the_callers_thread_count(tmp_path, tiny_ae_dir):
+    import torch
+
+    root = _archive(tmp_path / "in")
+    before = torch.get_num_threads()
+    screen(root, tiny_ae_dir, out=tmp_path / "r.csv", progress=False)
+    assert torch.get_num_threads() == before
