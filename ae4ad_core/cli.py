@@ -274,7 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("data", help="dataset tools")
     dsub = p.add_subparsers(dest="data_command", required=True)
     q = dsub.add_parser("build-demo", help="rebuild assets/demo/demo.npz from brains shipped in packages")
-    q.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "assets" / "demo" / "demo.npz"))
+    from .assets import assets_dir
+
+    q.add_argument("--out", default=str(assets_dir() / "demo" / "demo.npz"))
     q.add_argument("--seed", type=int, default=0)
     q.set_defaults(func=cmd_build_demo)
     return parser

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .assets import assets_dir
 from .errors import Ae4adError, DataError
 
 __all__ = [
@@ -52,7 +53,7 @@ MIN_VALIDATION_IMAGES = 10
 """Calibration needs at least this many held-out normal slices (:func:`ae4ad_core.calibration.calibrate`)."""
 FEW_IMAGES = 30
 """Below this many slices in all, training works but the model will be weak: a warning."""
-SWEEP_PATH = Path(__file__).resolve().parent.parent / "assets" / "sweep" / "sweep.json"
+SWEEP_PATH = assets_dir() / "sweep" / "sweep.json"
 DEFAULT_LATENT_DIM = 16
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 

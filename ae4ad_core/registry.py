@@ -47,8 +47,10 @@ CARD_FILE = "card.json"
 
 
 def shipped_models_dir() -> Path:
-    """``assets/models`` of the repository/installation."""
-    return Path(__file__).resolve().parent.parent / "assets" / "models"
+    """``models/`` of the shipped assets (:func:`ae4ad_core.assets.assets_dir`)."""
+    from .assets import assets_dir
+
+    return assets_dir() / "models"
 
 
 def user_models_dir() -> Path:

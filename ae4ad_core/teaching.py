@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .analysis import analyze
+from .assets import assets_dir
 from .demo_cases import DemoCase
 from .registry import LoadedModel, ModelCard
 from .render import as_slice, reconstruction_in_raw_units
@@ -53,7 +54,7 @@ __all__ = [
     "rate_distortion_lesson",
 ]
 
-SWEEP_PATH: Path = Path(__file__).resolve().parent.parent / "assets" / "sweep" / "sweep.json"
+SWEEP_PATH: Path = assets_dir() / "sweep" / "sweep.json"
 """The shipped sweep summary (``ae4ad sweep`` output, see :mod:`ae4ad_core.sweep`)."""
 
 TISSUE_LEVEL = 0.05  # input intensity (demo images are in [0, 1]) above which a pixel counts as tissue
