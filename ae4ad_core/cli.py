@@ -152,8 +152,7 @@ def cmd_score(args) -> int:
         chunk = indices[start: start + 32]
         res = analyze(img.pixels, loaded, mode=args.mode, slice_indices=chunk)
         results.extend(res.records())
-        if args.dicom:
-            analyses.append(res)
+        analyses.append(res)
         if out:
             from PIL import Image as PILImage
 
@@ -170,6 +169,17 @@ def cmd_score(args) -> int:
         datasets = read_source_datasets(files, image=img)
         written = write_dicom_results(datasets, analyses, out, stem=_stem(img.name))
         payload["dicom"] = [p.name for p in written]
+    if out and img.format in ("nifti", "dicom-series"):  # the map in the input's voxel grid (MOOD format)
+        from .nifti_maps import write_nifti_map
+
+        source = Path(args.file) if img.format == "nifti" else None
+        series = None
+        if img.format == "dicom-series":
+            from .dicom_results import read_source_datasets
+
+            series = read_source_datasets(files, image=img)
+        payload["nifti_map"] = write_nifti_map(img, analyses, out, source=source, datasets=series,
+                                               stem=_stem(img.name), mode=args.mode).name
     text = json.dumps(payload, indent=1)
     if out:
         (out / f"{_stem(img.name)}_{args.mode}.json").write_text(text)

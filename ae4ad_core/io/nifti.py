@@ -107,8 +107,6 @@ def _read_nifti(
     max_pixels: int,
     applied: list[str],
 ) -> Image:
-    from nibabel.orientations import apply_orientation, io_orientation, ornt2axcodes
-
     header = _nifti_header(data, label, version=version)
     layout = _nifti_layout(header, label, max_pixels)
     if len(data) < layout.end:
@@ -143,14 +141,8 @@ def _read_nifti(
         volume += np.float32(intercept or 0.0)
         steps.append(f"applied scl_slope {slope:g} and scl_inter {intercept or 0.0:g}")
 
-    orientation = io_orientation(header.get_best_affine())
-    if np.isfinite(orientation).all():
-        source_codes = "".join(ornt2axcodes(orientation))
-    else:
-        orientation = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
-        source_codes = "unknown"
-        steps.append("the affine has no usable orientation: assumed RAS")
-    canonical = apply_orientation(volume, orientation)
+    stack, plane, orientation, source_codes, notes = volume_to_slices(volume, header.get_best_affine(), slice_axis)
+    steps += notes
     zooms = [abs(float(size)) for size in header.get_zooms()[:3]] + [1.0] * max(
         0, 3 - len(header.get_zooms())
     )
@@ -161,16 +153,7 @@ def _read_nifti(
         )
     stated_unit = header.get_xyzt_units()[0]
     unit_scale = {"meter": 1000.0, "mm": 1.0, "micron": 0.001}.get(stated_unit, 1.0)  # unknown: mm by custom
-
-    plane = slice_axis
-    planes = {"sagittal": (0, 1, 2), "coronal": (1, 0, 2), "axial": (2, 0, 1)}  # (through, across, up)
-    through = planes[plane][0]
-    singleton = [axis for axis in range(3) if canonical.shape[axis] == 1]
-    if len(singleton) == 1 and canonical.shape[through] != 1:
-        plane = next(name for name, axes in planes.items() if axes[0] == singleton[0])
-        steps.append(f"single-slice image: shown in its own ({plane}) plane")
-    through, across, up = planes[plane]
-    stack = np.transpose(canonical, (through, up, across))[:, ::-1, ::-1]
+    through, across, up = _PLANES[plane]
     chosen = _select(frames, stack.shape[0], label, "slice")
     stack = stack[chosen] if frames is not None else stack
     pixels = _replace_non_finite(np.ascontiguousarray(stack, dtype=np.float32), steps)
@@ -204,3 +187,36 @@ def _read_nifti(
                 identifiers[field_name] = text
         metadata["identifiers"] = identifiers
     return Image(pixels=pixels, name=label, format="nifti", metadata=metadata, spacing=spacing)
+
+
+_PLANES = {"sagittal": (0, 1, 2), "coronal": (1, 0, 2), "axial": (2, 0, 1)}  # (through, across, up), RAS axes
+
+
+def volume_to_slices(volume: np.ndarray, affine: np.ndarray, slice_axis: str = "axial"):
+    """The reader's view of a 3D volume: reoriented to RAS with ``affine``, cut along ``slice_axis`` (a
+    single-slice volume in its own plane), rows running from anterior/superior down and the patient's right
+    on the left of each slice (radiological view).
+
+    Returns ``(stack (N, H, W), plane, orientation, source_axcodes, notes)``; the same function maps an index
+    volume, which is how :mod:`ae4ad_core.nifti_maps` writes maps back into the source voxel grid.
+    """
+    from nibabel.orientations import apply_orientation, io_orientation, ornt2axcodes
+
+    notes: list[str] = []
+    orientation = io_orientation(affine)
+    if np.isfinite(orientation).all():
+        source_codes = "".join(ornt2axcodes(orientation))
+    else:
+        orientation = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
+        source_codes = "unknown"
+        notes.append("the affine has no usable orientation: assumed RAS")
+    canonical = apply_orientation(volume, orientation)
+    plane = slice_axis
+    through = _PLANES[plane][0]
+    singleton = [axis for axis in range(3) if canonical.shape[axis] == 1]
+    if len(singleton) == 1 and canonical.shape[through] != 1:
+        plane = next(name for name, axes in _PLANES.items() if axes[0] == singleton[0])
+        notes.append(f"single-slice image: shown in its own ({plane}) plane")
+    through, across, up = _PLANES[plane]
+    stack = np.transpose(canonical, (through, up, across))[:, ::-1, ::-1]
+    return stack, plane, orientation, source_codes, notes
