@@ -22,21 +22,31 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import Ae4adError, UnreadableImageError, UnsupportedImageError
+from .errors import (
+    Ae4adError,
+    InvalidOptionError,
+    SliceSelectionError,
+    UnreadableImageError,
+    UnsupportedImageError,
+)
 
 __all__ = ["main"]
 
 
 def _parse_indices(text: str | None) -> list[int] | None:
+    """``"3,4,10-12"`` -> ``[3, 4, 10, 11, 12]``; ``None`` for an empty text."""
     if not text:
         return None
     out: list[int] = []
-    for part in text.split(","):
-        if "-" in part:
-            a, b = part.split("-", 1)
-            out.extend(range(int(a), int(b) + 1))
-        elif part.strip():
-            out.append(int(part))
+    try:
+        for part in text.split(","):
+            if "-" in part:
+                a, b = part.split("-", 1)
+                out.extend(range(int(a), int(b) + 1))
+            elif part.strip():
+                out.append(int(part))
+    except ValueError:
+        raise InvalidOptionError(f"{text!r}: expected numbers or ranges such as 3,4,10-12.") from None
     return out
 
 
@@ -143,6 +153,12 @@ def cmd_score(args) -> int:
         raise UnsupportedImageError(f"{img.name}: {DICOM_INPUT_NEEDED}; this is a {img.format} image.")
     loaded = load_model(args.model, device=args.device)
     indices = _parse_indices(args.slices) or list(range(img.n_slices))
+    outside = [i for i in indices if not 0 <= i < img.n_slices]
+    if outside:
+        raise SliceSelectionError(
+            f"{img.name}: slice {outside[0]} does not exist; the image has {img.n_slices} slice(s) "
+            f"(0-{img.n_slices - 1})."
+        )
     results = []
     analyses = []
     out = Path(args.out) if args.out else None
@@ -232,6 +248,23 @@ def cmd_build_demo(args) -> int:
     return 0
 
 
+def cmd_build_brats(args) -> int:
+    from .brats import build_brats_layout
+
+    test = [t.strip() for t in args.split.split(",") if t.strip()] if args.split else None
+    summary = build_brats_layout(args.src, args.out, sequence=args.sequence, test_patients=test, seed=args.seed)
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+def cmd_build_real(args) -> int:
+    from .brats import build_real_asset
+
+    path = build_real_asset(args.src, args.out, sequences=[s.strip() for s in args.sequences.split(",")])
+    print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ae4ad", description="Autoencoder anomaly detection for medical images.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -249,7 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("score", help="score an image file or DICOM series folder: maps as PNG, scores as JSON")
     p.add_argument("file", help="an image file, or a folder holding the files of one DICOM series")
     p.add_argument("--model", required=True)
-    p.add_argument("--mode", default="reconstruction", choices=["reconstruction", "kl", "combined"])
+    p.add_argument("--mode", default="reconstruction", choices=["reconstruction", "kl", "combined", "mse"],
+                   help="reconstruction: the card's map scoring; mse: the AE4AD paper's plain squared error")
     p.add_argument("--slices", default=None, help="e.g. 3,4,10-12 (default: all)")
     p.add_argument("--out", default=None, help="folder for PNG maps and the JSON result")
     p.add_argument("--device", default=None)
@@ -289,6 +323,21 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", default=str(assets_dir() / "demo" / "demo.npz"))
     q.add_argument("--seed", type=int, default=0)
     q.set_defaults(func=cmd_build_demo)
+    q = dsub.add_parser("build-brats", help="MedIAnomaly BraTS layout (train/, test/normal|tumor|annotation) from "
+                        "BraTS 2013/2021/2023 patient folders, split by patient")
+    q.add_argument("src", help="folder holding BraTS patient folders")
+    q.add_argument("--out", required=True)
+    q.add_argument("--sequence", default="flair", choices=["flair", "t1c", "t1", "t2"])
+    q.add_argument("--split", default=None, help="comma-separated test patients (default: a seeded 20%%)")
+    q.add_argument("--seed", type=int, default=0)
+    q.set_defaults(func=cmd_build_brats)
+    q = dsub.add_parser("build-real", help="rebuild the shipped real-patient slices (assets/real) from BraTS folders")
+    q.add_argument("src", help="folder holding BraTS patient folders (e.g. the four BraTS 2013 patients)")
+    q.add_argument("--out", default=str(assets_dir() / "real" / "brats2013.npz"))
+    q.add_argument("--sequences", default="flair,t1c")
+    q.set_defaults(func=cmd_build_real)
+    sub.add_parser("crossval", help="leave-one-patient-out evaluation of the real-patient recipe", add_help=False)
+    sub.add_parser("ship-real", help="train and register the real-patient zoo (one fold's recipe)", add_help=False)
     return parser
 
 
@@ -303,9 +352,13 @@ def main(argv: list[str] | None = None) -> int:
             from .screening import main as screen_main
 
             return screen_main(argv[1:])
+        if argv and argv[0] in ("crossval", "ship-real"):
+            from . import crossval
+
+            return (crossval.main if argv[0] == "crossval" else crossval.ship_main)(argv[1:])
         args = build_parser().parse_args(argv)
         return args.func(args)
-    except (Ae4adError, IndexError) as exc:
+    except Ae4adError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -57,3 +57,13 @@ def test_card_summary_refuses_a_broken_card(tmp_path):
     with pytest.raises(ModelCardError, match="needs a name"):
         read_card_summary(tmp_path / "m")
     assert list_card_summaries([tmp_path]) == []
+
+
+@pytest.mark.parametrize(("slices", "match"), [("3", "slice 3 does not exist"), ("x", "expected numbers")])
+def test_score_refuses_bad_slices_in_one_line(tiny_ae_dir, slices, match, capsys):
+    from ae4ad_core.cli import main
+
+    mr = get_testdata_file("MR_small.dcm")
+    assert main(["score", mr, "--model", str(tiny_ae_dir), "--slices", slices, "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and match in err and err.count("\n") == 1
