@@ -150,21 +150,42 @@ def outline_in_input_space(analysis, i: int) -> np.ndarray:
     return restore_map(mask, analysis.geometries[i], fill=0.0) >= 0.5
 
 
+# Out-of-distribution checks of one input slice against the normal images the model was calibrated on
+# (:func:`_input_warnings`). These are heuristics chosen by hand on the demo normal images, not values from a
+# paper; the ranges they widen are those of the calibration's normal images (0.5th-99.5th percentiles,
+# ``Calibration.input_stats``), so they follow each model's own training data.
+FOREGROUND_FRACTION_MARGIN: tuple[float, float] = (0.8, 1.2)
+"""Share of tissue pixels accepted: from 0.8 x the normal images' lower bound to 1.2 x their upper bound
+(capped at 1). Outside, the input is likely cropped, padded or of another body part."""
+
+FOREGROUND_MEAN_MARGIN = 0.15
+"""Mean tissue intensity accepted: the normal range widened by 0.15 model units (inputs scaled to [-1, 1])
+on each side. Outside, the input likely has another contrast or comes from another scanner."""
+
+FAR_SURPRISAL_SPREAD = 1.0
+"""A latent code is "far" when its surprisal exceeds the largest normal surprisal by more than this many times
+that maximum's distance from the normal median (a robust, label-free spread)."""
+
+
 def _input_warnings(x: torch.Tensor, surprisal: np.ndarray, cal: Calibration) -> list[list[str]]:
+    """Plain-language reasons why each slice of ``x`` (model inputs ``(N, 1, S, S)``) may lie outside what the
+    model was trained on: tissue share, tissue intensity and latent surprisal (nats) checked against the
+    calibration's normal images with the heuristic margins above."""
     stats = input_statistics(x)
     out: list[list[str]] = [[] for _ in range(len(x))]
     fr = cal.input_stats.get("foreground_fraction")
     mean = cal.input_stats.get("foreground_mean")
     ns = cal.latent.normal_surprisal
-    far = float(ns[-1] + (ns[-1] - np.median(ns)))
+    far = float(ns[-1] + FAR_SURPRISAL_SPREAD * (ns[-1] - np.median(ns)))
+    low, high = FOREGROUND_FRACTION_MARGIN
     for i in range(len(x)):
         f = float(stats["foreground_fraction"][i])
-        if fr and not (0.8 * fr[0] <= f <= min(1.0, 1.2 * fr[1])):
+        if fr and not (low * fr[0] <= f <= min(1.0, high * fr[1])):
             out[i].append(
                 f"tissue covers {f:.0%} of the image, outside the training range ({fr[0]:.0%}-{fr[1]:.0%})"
             )
         m = float(stats["foreground_mean"][i])
-        if mean and not (mean[0] - 0.15 <= m <= mean[1] + 0.15):
+        if mean and not (mean[0] - FOREGROUND_MEAN_MARGIN <= m <= mean[1] + FOREGROUND_MEAN_MARGIN):
             out[i].append("its intensity distribution differs from the training images (other contrast or scanner?)")
         if surprisal[i] > far:
             out[i].append("its latent code lies far outside those of every normal training image")

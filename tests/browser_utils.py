@@ -1,6 +1,6 @@
 """Helpers for app tests: tiny fixture models, a Streamlit server on a free port, and Debian's chromium.
 
-Reusable by every page's tests (see REFERENCE.md §5 for the recipe)::
+Reusable by every page's tests::
 
     models = make_fixture_models(tmp_path / "home")          # AE4AD_HOME with an AE and a VAE
     with streamlit_server(env={"AE4AD_HOME": str(tmp_path / "home")}) as server:

@@ -1,4 +1,5 @@
-"""Real-browser tests: Streamlit server + Debian chromium driven by Playwright (REFERENCE.md §5).
+"""Real-browser tests: Streamlit server + Debian chromium driven by Playwright
+(``apt-get install chromium``; never a browser build downloaded by ``playwright install``).
 
 Skipped where chromium is missing, except under CI (env ``CI`` set), where a missing browser fails.
 Screenshots go to ``test-artifacts/``.

@@ -1,5 +1,5 @@
 """Real browser on the Batch page: upload a ZIP, see the ranked table, download the CSV (Playwright + Debian
-chromium, REFERENCE.md §5). Skipped where chromium is missing, except under CI (env ``CI``), where it fails.
+chromium, see ``browser_utils``). Skipped where chromium is missing, except under CI (env ``CI``), where it fails.
 
 The page runs on its own (``streamlit run app_pages/batch.py``), so the test does not depend on the app's navigation.
 """
