@@ -48,6 +48,9 @@ __all__ = [
     "run_crossval",
     "summarise",
     "real_specs",
+    "label_free_latent_dim",
+    "ship_main",
+    "REAL_DATA_LICENCE",
 ]
 
 REAL_PREPROCESSING = PreprocessConfig(size=64, intensity="window", center=1.0, width=9.0)
@@ -322,6 +325,103 @@ def main(argv: list[str] | None = None) -> int:
         specs = {k: specs[k] for k in wanted}
     rows = run_crossval(specs, by_patient, sequence=args.sequence, out=args.out, progress=args.progress)
     print(json.dumps(summarise(rows), indent=1))
+    return 0
+
+
+REAL_DATA_LICENCE = "CC BY-NC-SA 3.0 CH (non-commercial; derived from BraTS 2013 patient data)"
+"""The licence every model, slice and demo case derived from the BraTS patients carries (the code stays
+Apache-2.0)."""
+REAL_DATA_SOURCE = (
+    "BraTS 2013 glioma patients pat0003-pat0006 as prepared in the DeepMedic example data (skull-stripped, "
+    "co-registered, 1 mm, z-scored inside the brain); Menze et al., IEEE TMI 2015; Kamnitsas et al., MedIA 2017"
+)
+_KIND_WORDS = {"intensity": "plain-intensity baseline (the standardised intensity itself is the map)",
+               "ae": "AE (AE4AD reference architecture)", "vae": "VAE (Zimmerer et al. 2019 maps)",
+               "rdae": "rate-distortion AE (learned latent entropy)",
+               "dae": "denoising U-Net (Kascenas et al. 2022)"}
+
+
+def label_free_latent_dim(rows: list[dict], *, tolerance: float | None = None) -> dict:
+    """The label-free choice of d from cross-validation rows of an AE sweep: per fold, the smallest d whose
+    validation loss on the calibration patient's normals is within ``tolerance`` of the fold's best
+    (:func:`ae4ad_core.selection.choose_latent_dim`); the most frequent choice over folds wins (ties: smaller).
+    Returns the choice per fold and overall, and the test-set oracle for comparison."""
+    from collections import Counter
+
+    from .selection import DEFAULT_TOLERANCE, choose_latent_dim
+
+    tol = DEFAULT_TOLERANCE if tolerance is None else tolerance
+    sweep = [r for r in rows if r.get("kind") == "ae" and r.get("final_val_loss") is not None]
+    per_fold = {}
+    for fold in sorted({r["fold"] for r in sweep}):
+        fr = sorted((r for r in sweep if r["fold"] == fold), key=lambda r: r["latent_dim"])
+        per_fold[fold] = choose_latent_dim([r["latent_dim"] for r in fr], [r["final_val_loss"] for r in fr],
+                                           tolerance=tol)
+    if not per_fold:
+        return {}
+    counts = Counter(per_fold.values())
+    chosen = min(counts, key=lambda d: (-counts[d], d))
+    return {"per_fold": per_fold, "chosen": int(chosen), "tolerance": tol}
+
+
+def ship_main(argv: list[str] | None = None) -> int:
+    """``ae4ad ship-real --data DIR --sequence flair [--models ...] [--crossval runs/cv_flair.jsonl]``: train
+    the real-patient recipe on the fold whose test patient is ``--test`` (default the last patient, whose
+    tumour slices become the app's demo cases), choose scoring on validation, calibrate on the calibration
+    patient, evaluate on the test patient and register each model as ``<sequence>-<name>``."""
+    import argparse
+    import shlex
+
+    from .assets import assets_dir
+    from .brats import find_patients, patient_slices
+    from .registry import save_model
+
+    p = argparse.ArgumentParser(prog="ae4ad ship-real")
+    p.add_argument("--data", required=True)
+    p.add_argument("--sequence", default="flair")
+    p.add_argument("--models", required=True, help="comma-separated recipe names, e.g. intensity,dae,ae-d16")
+    p.add_argument("--test", default=None, help="test patient (default: the last by name)")
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--crossval", default=None, help="cross-validation rows (.jsonl) to summarise in each card")
+    p.add_argument("--out", default=str(assets_dir() / "models"))
+    args = p.parse_args(argv)
+    torch.manual_seed(0)
+    by_patient = {pt.name: patient_slices(pt, args.sequence) for pt in find_patients(args.data)}
+    folds = {f.test: f for f in leave_one_patient_out(list(by_patient))}
+    fold = folds[args.test or sorted(by_patient)[-1]]
+    specs = real_specs(epochs=args.epochs)
+    rows = []
+    if args.crossval and Path(args.crossval).is_file():
+        rows = [json.loads(line) for line in Path(args.crossval).read_text().splitlines() if line.strip()]
+    summary = summarise(rows)
+    choice = label_free_latent_dim(rows)
+    for name in [m.strip() for m in args.models.split(",") if m.strip()]:
+        config = specs[name]
+        seq_word = {"flair": "FLAIR", "t1c": "T1c", "t1": "T1", "t2": "T2"}[args.sequence]
+        description = (f"{seq_word}, real glioma patients: {_KIND_WORDS[config.kind]}"
+                       + (f", d={config.latent_dim}" if config.kind in ("ae", "vae", "rdae") else "")
+                       + f"; 64 px; licence {REAL_DATA_LICENCE.split(' (')[0]}")
+        fm = train_fold_model(config, by_patient, fold, name=f"{args.sequence}-{name}", sequence=args.sequence,
+                              description=description, progress=True)
+        from .evaluation import evaluate_all_modes
+
+        results = evaluate_all_modes(fm.loaded, _stack([by_patient[fold.test]]), batch_size=128)
+        card = fm.loaded.card
+        cv = [e for e in summary if e["model"] == name and e["sequence"] == args.sequence]
+        card = card.replace(
+            metrics={m: r.to_dict() for m, r in results.items()},
+            training_data=dict(card.training_data, source=REAL_DATA_SOURCE, licence=REAL_DATA_LICENCE,
+                               intended_input=(f"axial {seq_word} brain slices, skull-stripped, standardised "
+                                               "(z-scored inside the brain, background at the window's low "
+                                               "end), as BraTS provides them"),
+                               demo_patient=fold.test),
+            training=dict(card.training, crossval=cv,
+                          label_free_latent_dim=choice or None),
+            provenance={"command": "ae4ad ship-real " + " ".join(shlex.quote(a) for a in (argv or [])),
+                        "date": time.strftime("%Y-%m-%d", time.gmtime()), "library": "ae4ad_core"},
+        )
+        path = save_model(fm.loaded.model, card, args.out)
+        print(f"saved {path}")
     return 0
 
 

@@ -629,6 +629,14 @@ def load_medianomaly(root: Path | str, *, size: int = 128, seed: int = 0) -> Dat
     return Dataset(train=train, val=val, test=test, description=description, info=info)
 
 
+def _layout_z_window(root: Path) -> list | None:
+    """The z window of a layout written by :func:`ae4ad_core.brats.build_brats_layout` (``split.json``)."""
+    try:
+        return json.loads((root / "split.json").read_text()).get("z_window")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def load_brats_layout(root: Path | str, *, size: int = 128, seed: int = 0) -> Dataset:
     """Load the MedIAnomaly BraTS layout: ``train/``, ``test/normal/``, ``test/tumor/``, ``test/annotation/``.
 
@@ -704,6 +712,15 @@ def load_brats_layout(root: Path | str, *, size: int = 128, seed: int = 0) -> Da
                 "Some tumour masks could not be read (see errors); pixel metrics are unavailable."
             )
     names = [normal_paths[i].name for i in normal_kept] + tumor_names
+    z_window = _layout_z_window(root)
+    if z_window is not None:  # written by `ae4ad data build-brats`: PNG levels are standardised intensities
+        from .brats import dequantise_z
+
+        train = replace(train, images=dequantise_z(train.images))
+        val = replace(val, images=dequantise_z(val.images))
+        normal_images = [dequantise_z(i) for i in normal_images]
+        tumor_images = [dequantise_z(i) for i in tumor_images]
+        warnings.append(f"PNG levels read as standardised intensity (z in {z_window}), as split.json states.")
     test = _slice_set(normal_images + tumor_images, names, [_patient(n) for n in names],
                       [0] * len(normal_kept) + [1] * len(tumor_kept), masks)  # fmt: skip
     info = {"layout": "brats", "source": str(root), "size": size, "seed": seed, "errors": errors,
