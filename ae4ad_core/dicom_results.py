@@ -41,6 +41,7 @@ __all__ = [
     "DICOM_INPUT_NEEDED",
     "MAP_UNITS",
     "build_dicom_results",
+    "dicom_results_for_uploads",
     "dicom_results_zip",
     "read_source_datasets",
     "write_dicom_results",
@@ -431,3 +432,37 @@ def dicom_results_zip(
             archive.writestr(name, data)
     return buffer.getvalue()
 
+
+def dicom_results_for_uploads(
+    uploads: Sequence[tuple[str, bytes]],
+    image: Image,
+    analysis: Analysis | Sequence[Analysis],
+) -> tuple[str, bytes]:
+    """The DICOM results of one image among uploaded files, as ``(file name, ZIP bytes)`` for a download.
+
+    What the Analyze page calls: ``uploads`` are the uploaded ``(name, bytes)`` as given to
+    :func:`ae4ad_core.io.read_images` (ZIP archives are expanded the same way, see
+    :func:`ae4ad_core.archive.expand_uploads`), ``image`` one of the images read from them and ``analysis`` its
+    analysis. The image's files are picked by name (``image.metadata["files"]`` for a series).
+
+    Raises
+    ------
+    UnsupportedImageError
+        ``image`` is not DICOM (message :data:`DICOM_INPUT_NEEDED`), its files are not among ``uploads``, or
+        the source cannot carry the objects.
+    """
+    from .archive import expand_uploads
+
+    if image.format not in ("dicom", "dicom-series"):
+        raise UnsupportedImageError(f"{image.name}: {DICOM_INPUT_NEEDED}; this is a {image.format} image.")
+    wanted = list(image.metadata.get("files") or [image.name])
+    files, _ = expand_uploads(uploads)
+    by_name = {name: data for name, data in files}
+    missing = [name for name in wanted if name not in by_name]
+    if missing:
+        raise UnsupportedImageError(f"{image.name}: the uploaded files do not include {missing[0]}.")
+    stem = Path(image.name.replace("\\", "/")).name or "result"
+    for suffix in (".dcm", ".dicom"):
+        stem = stem[: -len(suffix)] if stem.lower().endswith(suffix) else stem
+    data = dicom_results_zip([(name, by_name[name]) for name in wanted], analysis, image=image, stem=stem)
+    return f"{stem}_dicom_results.zip", data

@@ -26,12 +26,13 @@ from ae4ad_core.cli import main
 from ae4ad_core.dicom_results import (
     DICOM_INPUT_NEEDED,
     build_dicom_results,
+    dicom_results_for_uploads,
     dicom_results_zip,
     read_source_datasets,
     write_dicom_results,
 )
 from ae4ad_core.errors import UnsupportedImageError
-from ae4ad_core.io import read_dicom_series, read_image
+from ae4ad_core.io import read_dicom_series, read_image, read_images
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -241,3 +242,28 @@ def test_partial_slices_and_an_empty_region(series_dir, ae, tmp_path):
         assert dciodvfy_errors(path) == []
     results = build_dicom_results(datasets, chunks)
     assert results.segmentation.SeriesNumber == results.parametric_map.SeriesNumber + 1
+
+
+def test_download_for_the_analyze_page_from_a_zip_upload(series_dir, ae):
+    from PIL import Image as PILImage
+
+    from ae4ad_core.archive import expand_uploads
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path in sorted(series_dir.iterdir()):
+            archive.writestr(f"exam/{path.name}", path.read_bytes())
+    png = io.BytesIO()
+    PILImage.fromarray(np.zeros((16, 16), np.uint8)).save(png, format="PNG")
+    uploads = [("exam.zip", buffer.getvalue()), ("photo.png", png.getvalue())]
+    images, errors = read_images(expand_uploads(uploads)[0])
+    assert not errors and [i.format for i in images] == ["dicom-series", "png"]
+    series = images[0]
+    name, data = dicom_results_for_uploads(uploads, series, analyze(series.pixels, ae))
+    assert name == "exam_dicom_results.zip"
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        maps = [n for n in archive.namelist() if n.endswith("_map.dcm")]
+        pm = pydicom.dcmread(io.BytesIO(archive.read(maps[0])))
+    assert int(pm.NumberOfFrames) == series.n_slices
+    with pytest.raises(UnsupportedImageError, match="DICOM results need a DICOM input"):
+        dicom_results_for_uploads(uploads, images[1], analyze(images[1].pixels, ae))
