@@ -294,7 +294,7 @@ def real_specs(*, epochs: int = 150, dims=(1, 2, 4, 8, 16, 32, 64, 128), seed: i
         specs[f"ae-d{d}"] = TrainConfig(kind="ae", latent_dim=d, **common)
     specs["vae-d16"] = TrainConfig(kind="vae", latent_dim=16, **common)
     specs["rdae-d128"] = TrainConfig(kind="rdae", latent_dim=128, rate_weight=3e-4, **common)
-    specs["dae"] = TrainConfig(kind="dae", noise_std=0.2, noise_resolution=8, **common)
+    specs["dae"] = TrainConfig(kind="dae", channels=(8, 16, 32, 64), noise_std=0.2, noise_resolution=8, **common)
     return specs
 
 
