@@ -4,7 +4,7 @@ With a handful of real brains (see :mod:`ae4ad_core.demo_build`), an autoencoder
 unless they vary: :func:`augment_batch` draws, per sample, a random affine transform with optional left-right
 flip, a smooth elastic deformation (both resampled in one ``grid_sample`` call), a smooth multiplicative bias
 field, a gamma change, a Gaussian blur and additive Gaussian noise, in that order. The AE4AD reference training
-used no augmentation (REFERENCE.md section 1); it is on by default here because the demo set is tiny, and
+used no augmentation (Cai et al., MICCAI 2024); it is on by default here because the demo set is tiny, and
 ``AugmentConfig(enabled=False)`` reproduces the paper's setting.
 
 Every random number comes from one ``torch.Generator`` (on the images' device or on the CPU), drawn in a fixed

@@ -4,7 +4,7 @@ Every loader returns a :class:`Dataset` of three :class:`SliceSet` splits. Train
 slices only; the test split (when there is one) mixes normal and abnormal slices. Splits are made by subject
 (a file, a DICOM series, or a BraTS patient), never by slice, so no anatomy is shared between them.
 
-Layouts (REFERENCE.md section 1):
+Layouts (the MedIAnomaly benchmark of Cai et al., MICCAI 2024):
 
 * ``"demo"``: ``assets/demo/demo.npz`` built by :mod:`ae4ad_core.demo_build` (override with the environment
   variable ``AE4AD_DEMO``);

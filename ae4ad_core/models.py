@@ -1,6 +1,6 @@
 """The reference autoencoder of AE4AD and its variational variant.
 
-Architecture (Cai et al., MICCAI 2024, benchmark code; see ../shared/REFERENCE.md §1), for an input of
+Architecture (Cai et al., MICCAI 2024, and their MedIAnomaly benchmark code), for an input of
 ``S x S`` pixels with ``S`` a power of two >= 16:
 
 * encoder: ``log2(S) - 2`` blocks of ``Conv2d(k4, s2, p1, no bias) -> BatchNorm2d -> ReLU`` with channels

@@ -1,4 +1,4 @@
-"""The reference architecture (AE4AD benchmark code, REFERENCE.md §1): size, shapes, VAE behaviour, config
+"""The reference architecture (AE4AD benchmark code, Cai et al. 2024): size, shapes, VAE behaviour, config
 validation, and the inference rewrite of :func:`fuse_for_inference`."""
 
 from __future__ import annotations
