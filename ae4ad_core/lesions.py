@@ -1,7 +1,7 @@
 """Synthetic lesions for 2D brain slices, with exact pixel masks.
 
-The kinds follow the synthetic anomalies of the MOOD challenge (Zimmerer et al., MICCAI 2020-2023; see
-the MOOD challenge, Zimmerer et al. 2022): blobs of uniform intensity shift, added noise, sink/source deformation, plus a
+The kinds follow the synthetic anomalies of the MOOD challenge (Zimmerer et al., MICCAI 2020-2023):
+blobs of uniform intensity shift, added noise, sink/source deformation, plus a
 simple tumour model (dark core, bright rim, oedema halo) close to what brain-tumour sets such as BraTS show.
 
 Every lesion is confined to its mask: pixels outside the returned mask are bit-for-bit unchanged, and the mask
