@@ -323,7 +323,9 @@ def build_dicom_results(
             contains_recognizable_visual_features=False,
             real_world_value_mappings=[mapping],
             voi_lut_transformations=[
-                hd.VOILUTTransformation(window_center=display_max / 2, window_width=display_max)
+                # LINEAR_EXACT: the window maps [0, display_max] exactly; plain LINEAR forbids widths < 1
+                hd.VOILUTTransformation(window_center=display_max / 2, window_width=display_max,
+                                        voi_lut_function="LINEAR_EXACT")
             ],
             content_description=description,
             content_label="ANOMALY_MAP",

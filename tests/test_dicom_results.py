@@ -123,18 +123,24 @@ def score_dicom(source: Path, model_dir: Path, out: Path, *extra: str) -> int:
     return main(["score", str(source), "--model", str(model_dir), "--out", str(out), "--device", "cpu", *extra])
 
 
-@pytest.mark.parametrize("which", ["series", "mr_small"])
-def test_score_dicom_writes_valid_objects_in_the_source_study(which, series_dir, tiny_ae_dir, ae, tmp_path):
+@pytest.mark.parametrize(
+    ("which", "kind", "mode"),
+    [("series", "ae", "reconstruction"), ("mr_small", "ae", "reconstruction"), ("mr_small", "vae", "kl"),
+     ("series", "vae", "combined")],
+)
+def test_score_dicom_writes_valid_objects_in_the_source_study(which, kind, mode, series_dir, tmp_path, request):
+    model_dir = request.getfixturevalue(f"tiny_{kind}_dir")
+    model = request.getfixturevalue(kind)
     source = series_dir if which == "series" else Path(MR_SMALL)
     out = tmp_path / "out"
-    assert score_dicom(source, tiny_ae_dir, out, "--dicom") == 0
+    assert score_dicom(source, model_dir, out, "--dicom", "--mode", mode) == 0
     maps = sorted(out.glob("*_map.dcm"))
     segs = sorted(out.glob("*_seg.dcm"))
     assert len(maps) == len(segs) == 1
     files = sorted(series_dir.iterdir()) if which == "series" else [source]
     sources = read_source_datasets(files)
     image = read_dicom_series(files) if which == "series" else read_image(source)
-    expected = analyze(image.pixels, ae)
+    expected = analyze(image.pixels, model, mode=mode)
     for path in (maps[0], segs[0]):
         assert dciodvfy_errors(path) == []
         obj = pydicom.dcmread(path)
@@ -151,8 +157,8 @@ def test_score_dicom_writes_valid_objects_in_the_source_study(which, series_dir,
     pm = pydicom.dcmread(maps[0])
     assert pm.SOPClassUID == "1.2.840.10008.5.1.4.1.1.30"  # Parametric Map Storage
     mapping = pm.SharedFunctionalGroupsSequence[0].RealWorldValueMappingSequence[0]
-    assert mapping.LUTLabel == ae.name
-    assert ae.name in mapping.LUTExplanation and "reconstruction" in mapping.LUTExplanation
+    assert mapping.LUTLabel == model.name
+    assert model.name in mapping.LUTExplanation and mode in mapping.LUTExplanation
     assert mapping.MeasurementUnitsCodeSequence[0].CodingSchemeDesignator == "UCUM"
     values = pm.pixel_array.reshape(-1, int(pm.Rows), int(pm.Columns))
     position_of = {s.SOPInstanceUID: i for i, s in enumerate(sources)}
@@ -162,7 +168,7 @@ def test_score_dicom_writes_valid_objects_in_the_source_study(which, series_dir,
         np.testing.assert_allclose(values[frame], expected.map_in_input_space(i), rtol=1e-6, atol=1e-7)
     seg = pydicom.dcmread(segs[0])
     assert seg.SegmentationType == "BINARY"
-    assert seg.SegmentSequence[0].SegmentAlgorithmName == ae.name
+    assert seg.SegmentSequence[0].SegmentAlgorithmName == model.name
     masks = seg.pixel_array.reshape(-1, int(seg.Rows), int(seg.Columns))
     for frame in range(len(masks)):
         i = position_of[source_of_frame(seg, frame)]
