@@ -366,7 +366,7 @@ def build_dicom_results(
             content_label="ABOVE_THRESHOLD",
             series_description=f"AE4AD above threshold ({model}, {first.mode})"[:64],
         )
-    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+    except Exception as exc:  # noqa: BLE001 - highdicom refuses a source in assorted types; one line each
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UnsupportedImageError(f"DICOM results cannot be made for this source: {message}") from None
     return DicomResults(parametric_map=parametric_map, segmentation=segmentation)

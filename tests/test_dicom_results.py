@@ -273,3 +273,17 @@ def test_download_for_the_analyze_page_from_a_zip_upload(series_dir, ae):
     assert int(pm.NumberOfFrames) == series.n_slices
     with pytest.raises(UnsupportedImageError, match="DICOM results need a DICOM input"):
         dicom_results_for_uploads(uploads, images[1], analyze(images[1].pixels, ae))
+
+
+def test_a_source_highdicom_refuses_gets_one_line(tmp_path, tiny_ae_dir, capsys):
+    """A multi-frame file without per-frame geometry (frames stacked into a single-frame IOD)."""
+    source = synthetic_mr_series(tmp_path / "one", n=1)[0]
+    dataset = pydicom.dcmread(source)
+    dataset.NumberOfFrames = 3
+    dataset.PixelData = dataset.PixelData * 3
+    dataset.save_as(tmp_path / "frames.dcm")
+    assert score_dicom(tmp_path / "frames.dcm", tiny_ae_dir, tmp_path / "out", "--dicom") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: DICOM results cannot be made") and err.count("\n") == 1
+    assert score_dicom(tmp_path / "frames.dcm", tiny_ae_dir, tmp_path / "out", "--dicom", "--slices", "1") == 2
+    assert "need every frame scored" in capsys.readouterr().err
