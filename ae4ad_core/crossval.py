@@ -51,6 +51,8 @@ __all__ = [
     "label_free_latent_dim",
     "ship_main",
     "REAL_DATA_LICENCE",
+    "crossval_report",
+    "load_crossval_report",
 ]
 
 REAL_PREPROCESSING = PreprocessConfig(size=64, intensity="window", center=1.0, width=9.0)
@@ -362,6 +364,42 @@ def label_free_latent_dim(rows: list[dict], *, tolerance: float | None = None) -
     counts = Counter(per_fold.values())
     chosen = min(counts, key=lambda d: (-counts[d], d))
     return {"per_fold": per_fold, "chosen": int(chosen), "tolerance": tol}
+
+
+CROSSVAL_FILE = "crossval.json"
+"""Shipped summary of the real-patient cross-validation, in ``assets/real/``."""
+
+
+def crossval_report(rows: list[dict]) -> dict:
+    """Everything the README, the Models and Learn pages show about a cross-validation: per sequence, the
+    summary rows (:func:`summarise`), the label-free choice of d (:func:`label_free_latent_dim`), the test-set
+    oracle d (best mean slice AUROC of the AE sweep, product scoring) and the AUROC points between them."""
+    out: dict = {}
+    for seq in sorted({r["sequence"] for r in rows}):
+        seq_rows = [r for r in rows if r["sequence"] == seq]
+        summary = summarise(seq_rows)
+        sweep = {int(e["model"].split("-d")[1]): e for e in summary
+                 if e["model"].startswith("ae-d") and e["mode"] == "reconstruction"}
+        entry: dict = {"summary": summary, "patients": sorted({r["fold"] for r in seq_rows})}
+        choice = label_free_latent_dim(seq_rows)
+        if sweep and choice:
+            oracle = max(sweep, key=lambda d: sweep[d]["image_auroc"])
+            chosen = choice["chosen"]
+            entry.update(label_free=choice, oracle_d=oracle,
+                         auroc_gap_points=100 * (sweep[oracle]["image_auroc"] - sweep[chosen]["image_auroc"]))
+        out[seq] = entry
+    return out
+
+
+def load_crossval_report(path: Path | str | None = None) -> dict | None:
+    """The shipped :func:`crossval_report` (``assets/real/crossval.json``), or None when absent."""
+    from .assets import assets_dir
+
+    p = Path(path) if path is not None else assets_dir() / "real" / CROSSVAL_FILE
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def ship_main(argv: list[str] | None = None) -> int:
