@@ -336,8 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", default=str(assets_dir() / "real" / "brats2013.npz"))
     q.add_argument("--sequences", default="flair,t1c")
     q.set_defaults(func=cmd_build_real)
-    sub.add_parser("crossval", help="leave-one-patient-out evaluation of the real-patient recipe", add_help=False)
-    sub.add_parser("ship-real", help="train and register the real-patient zoo (one fold's recipe)", add_help=False)
+    sub.add_parser("crossval", help="leave-one-patient-out evaluation of the real-patient recipe; registers one "
+                   "fold's models (--ship-fold)", add_help=False)
     return parser
 
 
@@ -352,10 +352,10 @@ def main(argv: list[str] | None = None) -> int:
             from .screening import main as screen_main
 
             return screen_main(argv[1:])
-        if argv and argv[0] in ("crossval", "ship-real"):
-            from . import crossval
+        if argv and argv[0] == "crossval":
+            from .crossval import main as crossval_main
 
-            return (crossval.main if argv[0] == "crossval" else crossval.ship_main)(argv[1:])
+            return crossval_main(argv[1:])
         args = build_parser().parse_args(argv)
         return args.func(args)
     except Ae4adError as exc:

@@ -49,7 +49,7 @@ __all__ = [
     "summarise",
     "real_specs",
     "label_free_latent_dim",
-    "ship_main",
+    "finalise",
     "REAL_DATA_LICENCE",
     "crossval_report",
     "load_crossval_report",
@@ -217,18 +217,74 @@ def replace_labels(p: PatientSlices) -> PatientSlices:
                          brain=p.brain[sel], slice_index=p.slice_index[sel])
 
 
-def evaluate_fold(fm: FoldModel, test: PatientSlices) -> dict:
-    """Metrics of a fold's model on its test patient, in every calibrated mode (``{mode: summary}``)."""
+def evaluate_fold(fm: FoldModel, test: PatientSlices, *, shipped_to: Path | str | None = None) -> dict:
+    """Metrics of a fold's model on its test patient, in every calibrated mode (``{mode: summary}``); with
+    ``shipped_to`` the model is registered there too (:func:`ship_card`)."""
     from .evaluation import evaluate_all_modes
+    from .registry import save_model
 
     results = evaluate_all_modes(fm.loaded, _stack([test]), batch_size=128)
+    if shipped_to is not None:
+        save_model(fm.loaded.model, ship_card(fm.loaded.card, results, fold=fm.fold), shipped_to)
     return {mode: r.summary() for mode, r in results.items()}
 
 
+def model_description(config, sequence: str) -> str:
+    """The one-line card description of a real-patient model."""
+    seq_word = {"flair": "FLAIR", "t1c": "T1c", "t1": "T1", "t2": "T2"}[sequence]
+    size = f", d={config.latent_dim}" if config.kind in ("ae", "vae", "rdae") else ""
+    return (f"{seq_word}, real glioma patients: {_KIND_WORDS[config.kind]}{size}; 64 px; licence "
+            f"{REAL_DATA_LICENCE.split(' (')[0]}")
+
+
+def ship_card(card, results: dict, *, fold: Fold):
+    """The card of a shipped real-patient model: its held-out patient's metrics (with curves), data, sequence,
+    licence and intended input."""
+    seq = card.training_data["sequence"]
+    seq_word = {"flair": "FLAIR", "t1c": "T1c", "t1": "T1", "t2": "T2"}[seq]
+    return card.replace(
+        metrics={m: r.to_dict() for m, r in results.items()},
+        training_data=dict(
+            card.training_data, source=REAL_DATA_SOURCE, licence=REAL_DATA_LICENCE, demo_patient=fold.test,
+            intended_input=(f"axial {seq_word} brain slices, skull-stripped and standardised (z-scored inside the "
+                            "brain, background at or below z = -3.5), as the BraTS releases provide them"),
+        ),
+        provenance={"command": f"ae4ad crossval --sequence {seq} --ship-fold {fold.test}",
+                    "date": time.strftime("%Y-%m-%d", time.gmtime()), "library": "ae4ad_core"},
+    )
+
+
+def finalise(rows: list[dict], *, models_root: Path | str, report_path: Path | str) -> dict:
+    """After a cross-validation: write :func:`crossval_report` to ``report_path`` and add each shipped model's
+    cross-validated summary (and the label-free d) to its card in ``models_root``."""
+    from .registry import CARD_FILE, load_card
+
+    report = crossval_report(rows)
+    Path(report_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(report_path).write_text(json.dumps(report, indent=1))
+    for seq, entry in report.items():
+        for folder in sorted(Path(models_root).glob(f"{seq}-*")):
+            if not (folder / CARD_FILE).is_file():
+                continue
+            card = load_card(folder)
+            name = folder.name[len(seq) + 1:]
+            rows_for = [e for e in entry["summary"] if e["model"] == name]
+            if not rows_for:
+                continue
+            card = card.replace(training=dict(card.training, crossval=rows_for,
+                                              label_free_latent_dim=entry.get("label_free")))
+            (folder / CARD_FILE).write_text(json.dumps(card.to_dict(), indent=1, allow_nan=False))
+    return report
+
+
 def run_crossval(specs: dict, by_patient: dict[str, PatientSlices], *, sequence: str, out: Path | str,
-                 progress: bool = False) -> list[dict]:  # fmt: skip
+                 progress: bool = False, ship_fold: str | None = None,
+                 ship_root: Path | str | None = None) -> list[dict]:  # fmt: skip
     """Every spec (``{name: TrainConfig}``) in every fold; one JSON row per (model, fold) appended to
-    ``out`` (JSON lines) as it finishes, so an interrupted run resumes where it stopped."""
+    ``out`` (JSON lines) as it finishes, so an interrupted run resumes where it stopped.
+
+    The model of the fold whose test patient is ``ship_fold`` is also registered in ``ship_root`` as
+    ``<sequence>-<name>`` (:func:`ship_card`): the shipped models are exactly the ones this fold measured."""
     out = Path(out)
     done = set()
     rows = []
@@ -243,10 +299,13 @@ def run_crossval(specs: dict, by_patient: dict[str, PatientSlices], *, sequence:
         for fold in folds:
             if (name, fold.test) in done:
                 continue
-            fm = train_fold_model(config, by_patient, fold, name=name, sequence=sequence, progress=progress)
-            metrics = evaluate_fold(fm, by_patient[fold.test])
+            shipped = ship_root is not None and fold.test == ship_fold
+            fm = train_fold_model(config, by_patient, fold, name=f"{sequence}-{name}" if shipped else name,
+                                  sequence=sequence, progress=progress,
+                                  description=model_description(config, sequence) if shipped else "")
+            metrics = evaluate_fold(fm, by_patient[fold.test], shipped_to=ship_root if shipped else None)
             row = {"model": name, "sequence": sequence, "fold": fold.test, "calibration": fold.calibration,
-                   "train": list(fold.train), "kind": config.kind, "latent_dim": config.latent_dim,
+                   "train": list(fold.train), "kind": config.kind, "latent_dim": config.latent_dim, "epochs": config.epochs,
                    "scoring": fm.loaded.card.scoring["rule"], "validation": fm.choice["aggregates"],
                    "validation_pixel_ap": fm.choice["validation_pixel_ap"],
                    "final_val_loss": fm.loaded.card.training.get("final_val_loss"),
@@ -313,7 +372,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", default=None, help="comma-separated subset of the recipe's names")
     p.add_argument("--epochs", type=int, default=150)
     p.add_argument("--progress", action="store_true")
+    p.add_argument("--ship-fold", default=None, help="register this fold's models (its test patient's name)")
+    p.add_argument("--ship-root", default=None, help="registry folder for --ship-fold (e.g. assets/models)")
+    p.add_argument("--finalise", nargs="*", default=None, metavar="ROWS.jsonl",
+                   help="only write assets/real/crossval.json from these result files and update shipped cards")
     args = p.parse_args(argv)
+    if args.finalise is not None:
+        from .assets import assets_dir
+
+        rows = [json.loads(line) for f in args.finalise for line in Path(f).read_text().splitlines() if line.strip()]
+        report = finalise(rows, models_root=args.ship_root or assets_dir() / "models",
+                          report_path=assets_dir() / "real" / CROSSVAL_FILE)
+        print(json.dumps({k: {kk: v for kk, v in e.items() if kk != "summary"} for k, e in report.items()}))
+        return 0
     torch.manual_seed(0)
     if str(args.data).endswith(".npz"):
         from .brats import load_real_slices
@@ -325,7 +396,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.models:
         wanted = [m.strip() for m in args.models.split(",") if m.strip()]
         specs = {k: specs[k] for k in wanted}
-    rows = run_crossval(specs, by_patient, sequence=args.sequence, out=args.out, progress=args.progress)
+    rows = run_crossval(specs, by_patient, sequence=args.sequence, out=args.out, progress=args.progress,
+                        ship_fold=args.ship_fold, ship_root=args.ship_root)
     print(json.dumps(summarise(rows), indent=1))
     return 0
 
@@ -400,67 +472,6 @@ def load_crossval_report(path: Path | str | None = None) -> dict | None:
         return json.loads(p.read_text())
     except (OSError, ValueError):
         return None
-
-
-def ship_main(argv: list[str] | None = None) -> int:
-    """``ae4ad ship-real --data DIR --sequence flair [--models ...] [--crossval runs/cv_flair.jsonl]``: train
-    the real-patient recipe on the fold whose test patient is ``--test`` (default the last patient, whose
-    tumour slices become the app's demo cases), choose scoring on validation, calibrate on the calibration
-    patient, evaluate on the test patient and register each model as ``<sequence>-<name>``."""
-    import argparse
-    import shlex
-
-    from .assets import assets_dir
-    from .brats import find_patients, patient_slices
-    from .registry import save_model
-
-    p = argparse.ArgumentParser(prog="ae4ad ship-real")
-    p.add_argument("--data", required=True)
-    p.add_argument("--sequence", default="flair")
-    p.add_argument("--models", required=True, help="comma-separated recipe names, e.g. intensity,dae,ae-d16")
-    p.add_argument("--test", default=None, help="test patient (default: the last by name)")
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--crossval", default=None, help="cross-validation rows (.jsonl) to summarise in each card")
-    p.add_argument("--out", default=str(assets_dir() / "models"))
-    args = p.parse_args(argv)
-    torch.manual_seed(0)
-    by_patient = {pt.name: patient_slices(pt, args.sequence) for pt in find_patients(args.data)}
-    folds = {f.test: f for f in leave_one_patient_out(list(by_patient))}
-    fold = folds[args.test or sorted(by_patient)[-1]]
-    specs = real_specs(epochs=args.epochs)
-    rows = []
-    if args.crossval and Path(args.crossval).is_file():
-        rows = [json.loads(line) for line in Path(args.crossval).read_text().splitlines() if line.strip()]
-    summary = summarise(rows)
-    choice = label_free_latent_dim(rows)
-    for name in [m.strip() for m in args.models.split(",") if m.strip()]:
-        config = specs[name]
-        seq_word = {"flair": "FLAIR", "t1c": "T1c", "t1": "T1", "t2": "T2"}[args.sequence]
-        description = (f"{seq_word}, real glioma patients: {_KIND_WORDS[config.kind]}"
-                       + (f", d={config.latent_dim}" if config.kind in ("ae", "vae", "rdae") else "")
-                       + f"; 64 px; licence {REAL_DATA_LICENCE.split(' (')[0]}")
-        fm = train_fold_model(config, by_patient, fold, name=f"{args.sequence}-{name}", sequence=args.sequence,
-                              description=description, progress=True)
-        from .evaluation import evaluate_all_modes
-
-        results = evaluate_all_modes(fm.loaded, _stack([by_patient[fold.test]]), batch_size=128)
-        card = fm.loaded.card
-        cv = [e for e in summary if e["model"] == name and e["sequence"] == args.sequence]
-        card = card.replace(
-            metrics={m: r.to_dict() for m, r in results.items()},
-            training_data=dict(card.training_data, source=REAL_DATA_SOURCE, licence=REAL_DATA_LICENCE,
-                               intended_input=(f"axial {seq_word} brain slices, skull-stripped, standardised "
-                                               "(z-scored inside the brain, background at the window's low "
-                                               "end), as BraTS provides them"),
-                               demo_patient=fold.test),
-            training=dict(card.training, crossval=cv,
-                          label_free_latent_dim=choice or None),
-            provenance={"command": "ae4ad ship-real " + " ".join(shlex.quote(a) for a in (argv or [])),
-                        "date": time.strftime("%Y-%m-%d", time.gmtime()), "library": "ae4ad_core"},
-        )
-        path = save_model(fm.loaded.model, card, args.out)
-        print(f"saved {path}")
-    return 0
 
 
 if __name__ == "__main__":
