@@ -169,19 +169,14 @@ def train_fold_model(config, by_patient: dict[str, PatientSlices], fold: Fold, *
     from .calibration import calibrate
     from .models import fuse_for_inference
     from .registry import LoadedModel, ModelCard
-    from .training import model_inputs, train
+    from .training import model_inputs, round_like_stored, train
 
     t0 = time.perf_counter()
     train_set = _stack([by_patient[p] for p in fold.train], tumour=False)
     cal_normals = _stack([by_patient[fold.calibration]], tumour=False)
     result = train(config, train_set.images, cal_normals.images, preprocessing=prep, device="cpu",
                    progress=progress)
-    model = result.model
-    if config.weights_dtype == "float16":  # choose and calibrate on the weights as they will be stored
-        with torch.no_grad():
-            for t in list(model.parameters()) + list(model.buffers()):
-                if t.is_floating_point():
-                    t.copy_(t.half().float())
+    model = round_like_stored(result.model, config.weights_dtype)  # choose and calibrate on what ships
     inference = fuse_for_inference(model)
     validation = _stack([by_patient[fold.calibration]]
                         + [replace_labels(by_patient[p]) for p in fold.train], tumour=None)

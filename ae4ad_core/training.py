@@ -332,6 +332,17 @@ def train(
     )
 
 
+def round_like_stored(model, weights_dtype: str):
+    """Round ``model``'s floating tensors in place to how they will be stored (``"float16"``), so calibration
+    and evaluation see exactly the weights that ship; returns the model."""
+    if weights_dtype == "float16":
+        with torch.no_grad():
+            for t in list(model.parameters()) + list(model.buffers()):
+                if t.is_floating_point():
+                    t.copy_(t.half().float())
+    return model
+
+
 def _mean_of(parts: list[dict], key: str) -> float:
     return float(torch.stack([p[key] for p in parts]).mean()) if parts else float("nan")
 
@@ -409,12 +420,7 @@ def train_and_register(
     rank, _ = distributed_info()
     if rank != 0 or result.cancelled:
         return None
-    model = result.model
-    if config.weights_dtype == "float16":  # calibrate the weights exactly as they will be stored and loaded
-        with torch.no_grad():
-            for t in list(model.parameters()) + list(model.buffers()):
-                if t.is_floating_point():
-                    t.copy_(t.half().float())
+    model = round_like_stored(result.model, config.weights_dtype)
     cal_device = select_device(device) if device is not None or torch.cuda.is_available() else torch.device("cpu")
     from .models import fuse_for_inference
 
