@@ -31,6 +31,10 @@ class CardSummary:
         ``d`` and the model input side in pixels.
     metrics, latent : dict
         The card's evaluation results per mode and latent statistics (as in :class:`ModelCard`).
+    training_data : dict
+        The card's training data section (sequence, source and licence for real-patient models).
+    training : dict
+        The card's training section without its loss history (``crossval`` summary rows among others).
     folder : Path
         The model folder.
     """
@@ -43,6 +47,8 @@ class CardSummary:
     metrics: dict = field(default_factory=dict)
     latent: dict = field(default_factory=dict)
     folder: Path | None = None
+    training_data: dict = field(default_factory=dict)
+    training: dict = field(default_factory=dict)
 
 
 def read_card_summary(folder: Path | str) -> CardSummary:
@@ -80,6 +86,8 @@ def read_card_summary(folder: Path | str) -> CardSummary:
             metrics=dict(data.get("metrics", {})),
             latent=dict(data.get("latent", {})),
             folder=folder,
+            training_data=dict(data.get("training_data") or {}),
+            training={k: v for k, v in dict(data.get("training") or {}).items() if k != "history"},
         )
     except (TypeError, ValueError) as exc:
         raise ModelCardError(f"{source}: {exc}") from None

@@ -82,37 +82,29 @@ def cmd_models(args) -> int:
     if args.markdown:
         print(zoo_markdown_table(cards))
         return 0
-    print(f"{'name':<22}{'kind':<6}{'d':>5}{'size':>6}  {'image AUROC':>11}  {'H_gauss (nats)':>14}  description")
+    from .model_summary import SEQUENCE_WORDS, card_sequence
+
+    print(f"{'name':<22}{'kind':<10}{'sequence':<10}{'d':>5}{'size':>6}  {'image AUROC':>11}  "
+          f"{'pixel AP':>8}  {'H_gauss (nats)':>14}  description")
     for c in cards:
         auroc = c.metrics.get("reconstruction", {}).get("image_auroc")
-        ent = c.latent.get("entropy_gaussian_nats")
-        print(f"{c.name:<22}{c.kind:<6}{c.latent_dim:>5}{c.image_size:>6}  "
-              f"{'' if auroc is None else f'{auroc:.3f}':>11}  {'' if ent is None else f'{ent:.1f}':>14}  "
-              f"{c.description}")
+        ap = c.metrics.get("reconstruction", {}).get("pixel_ap")
+        ent = c.latent.get("entropy_gaussian_nats") if c.kind not in ("intensity", "dae") else None
+        seq = card_sequence(c)
+        seq = SEQUENCE_WORDS.get(seq, seq) if seq else ""
+        print(f"{c.name:<22}{c.kind:<10}{seq:<10}{c.latent_dim:>5}{c.image_size:>6}  "
+              f"{'' if auroc is None else f'{auroc:.3f}':>11}  {'' if ap is None else f'{ap:.3f}':>8}  "
+              f"{'' if ent is None else f'{ent:.1f}':>14}  {c.description}")
     return 0
 
 
 def zoo_markdown_table(cards) -> str:
-    """The zoo's evaluation table (demo test split) in Markdown, one row per model and scoring mode."""
+    """The Models page's zoo table in Markdown (:func:`ae4ad_core.model_summary.zoo_rows`): one row per model
+    and scoring mode, with sequence, training data, pixel AP, level-matched AUROC and the difference to the
+    same-sequence intensity baseline."""
+    from .model_summary import zoo_markdown, zoo_rows
 
-    def f(v, pct=True):
-        return "" if v is None else (f"{100 * v:.1f}" if pct else f"{v:.1f}")
-
-    lines = [
-        "| model | mode | image AUROC | image AP | pixel AP | best Dice | calibrated Dice | latent entropy "
-        "(Gaussian, nats) | effective dim | score vs anatomy (Spearman) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for c in cards:
-        for mode, m in c.metrics.items():
-            rho = m.get("anatomy_correlation")
-            lines.append(
-                f"| {c.name} | {mode} | {f(m.get('image_auroc'))} | {f(m.get('image_ap'))} | {f(m.get('pixel_ap'))} "
-                f"| {f(m.get('best_dice'))} | {f(m.get('calibrated_dice'))} "
-                f"| {f(c.latent.get('entropy_gaussian_nats'), False)} | {f(c.latent.get('effective_dim'), False)} "
-                f"| {'' if rho is None else f'{rho:+.2f}'} |"
-            )
-    return "\n".join(lines)
+    return zoo_markdown(zoo_rows(cards))
 
 
 def _stem(name: str) -> str:

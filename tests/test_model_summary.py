@@ -83,3 +83,92 @@ def test_anatomy_caveat_follows_the_card():
     )
     assert "ρ = +0.76" in model_summary.anatomy_caveat(card, "reconstruction")
     assert model_summary.anatomy_caveat(card, "kl") is None and model_summary.anatomy_caveat(card, "combined") is None
+
+
+# ------------------------------------------------------------------------------------ real-patient models
+
+
+def _real(name, kind="ae", seq="flair", cv_ap=None, ap=None, d=16, licence="CC BY-NC-SA 3.0 CH (non-commercial; x)"):
+    card = _card(name, kind, d)
+    card.training_data = {"sequence": seq, "licence": licence, "demo_patient": "brats_2013_pat0006_1",
+                          "source": "BraTS 2013 glioma patients"}
+    card.training = {"crossval": [] if cv_ap is None else [{"mode": "reconstruction", "pixel_ap": cv_ap}]}
+    if ap is not None:
+        card.metrics = {"reconstruction": {"pixel_ap": ap, "level_matched_auroc": 0.7, "image_auroc": 0.8}}
+    return card
+
+
+def _template(name, **kw):
+    card = _card(name, **kw)
+    card.training_data = {"description": "Demo: template brains", "sequence": "t1", "data_kind": "template brains"}
+    return card
+
+
+def test_default_model_for_prefers_dae_then_cross_validated_pixel_ap():
+    cards = [_template("ae-d16"), _real("flair-ae-d8", cv_ap=0.5), _real("flair-intensity", "intensity", cv_ap=0.8),
+             _real("flair-vae-d16", "vae"), _real("t1c-intensity", "intensity", seq="t1c", cv_ap=0.3)]
+    assert model_summary.default_model_for(cards, "flair") == "flair-intensity"
+    assert model_summary.default_model_for(cards, "t1c") == "t1c-intensity"
+    assert model_summary.default_model_for(cards + [_real("flair-dae", "dae", cv_ap=0.1)], "flair") == "flair-dae"
+    # Template-brain cases (no sequence) and sequences without a model get the template zoo's default.
+    assert model_summary.default_model_for(cards, None) == "ae-d16"
+    assert model_summary.default_model_for(cards, "t2") == "ae-d16"
+    assert model_summary.default_model_for([], "flair") is None
+
+
+def test_sequence_note_warns_only_on_a_mismatch():
+    flair, template = _real("flair-intensity", "intensity"), _template("ae-d16")
+    assert model_summary.sequence_note(flair, "flair") is None
+    assert model_summary.sequence_note(template, None) is None
+    assert "real FLAIR slices" in model_summary.sequence_note(flair, "t1c")
+    assert "real T1c slices" in model_summary.sequence_note(flair, "t1c")
+    assert "template-brain" in model_summary.sequence_note(template, "flair")
+    assert "template-brain" in model_summary.sequence_note(flair, None)
+
+
+def test_card_summary_states_data_sequence_and_licence():
+    text = model_summary.card_summary(_real("flair-intensity", "intensity", ap=0.9))
+    assert "Plain-intensity baseline" in text and "d =" not in text
+    assert "real glioma patients (BraTS 2013), FLAIR" in text
+    assert "licence CC BY-NC-SA 3.0 CH (non-commercial)" in text and "held-out patient AUROC 0.80" in text
+
+
+def test_zoo_rows_put_the_baseline_beside_the_models_with_the_difference():
+    cards = [_template("ae-d16", auroc=0.6), _real("flair-ae-d8", ap=0.5), _real("flair-intensity", "intensity", ap=0.8)]
+    rows = model_summary.zoo_rows(cards)
+    assert [r["model"] for r in rows] == ["flair-intensity", "flair-ae-d8", "ae-d16"]  # nothing hidden
+    base, ae, template = rows
+    assert base["type"] == "Plain-intensity baseline" and base["sequence"] == "FLAIR" and base["data"] == "real patients"
+    assert abs(ae["vs baseline"] - (0.5 - 0.8)) < 1e-12 and base["vs baseline"] == 0.0
+    assert ae["level-matched AUROC"] == 0.7 and template["vs baseline"] is None
+    assert template["data"] == "template brains" and template["sequence"] == "T1"
+    assert list(rows[0]) == list(model_summary.ZOO_COLUMNS)
+    table = model_summary.zoo_markdown(rows)
+    assert table.startswith("| model | mode | type | sequence | data |") and "-0.300" in table
+
+
+REPORT = {
+    "flair": {
+        "summary": [
+            {"model": m, "mode": "reconstruction", "folds": 4, "pixel_ap": ap, "pixel_ap_std": 0.1,
+             "image_auroc": au, "image_auroc_std": 0.05, "entropy_gaussian_nats": h, "entropy_gaussian_nats_std": 1.0}
+            for m, ap, au, h in (("ae-d16", 0.3, 0.70, 20.0), ("intensity", 0.85, 0.9, -3.0), ("ae-d2", 0.2, 0.75, 5.0))
+        ],
+        "label_free": {"chosen": 16, "per_fold": {"p3": 16, "p4": 16}},
+        "oracle_d": 2,
+        "auroc_gap_points": 5.0,
+    }
+}
+
+
+def test_crossval_tables_and_the_choice_of_d():
+    rows = model_summary.crossval_rows(REPORT, "flair")
+    assert [r["model"] for r in rows] == ["flair-intensity", "flair-ae-d2", "flair-ae-d16"]  # baseline first
+    assert rows[0]["pixel AP"] == "0.850 ± 0.100" and rows[0]["folds"] == 4
+    sweep = model_summary.crossval_sweep_rows(REPORT, "flair")
+    assert [r["d"] for r in sweep] == [2, 16] and sweep[0]["slice AUROC"] == 0.75
+    assert sweep[1]["latent entropy (nats) std"] == 1.0
+    choice = model_summary.crossval_d_choice(REPORT, "flair")
+    assert (choice["label_free"], choice["oracle"], choice["gap_points"]) == (16, 2, 5.0)
+    assert "d = 16" in choice["sentence"] and "d = 2" in choice["sentence"] and "5.0" in choice["sentence"]
+    assert model_summary.crossval_rows(None, "flair") == [] and model_summary.crossval_d_choice(None, "t1c") is None
