@@ -9,7 +9,10 @@ The public API, module by module (import from the modules; the most used names a
 * :mod:`ae4ad_core.entropy` -- latent entropy estimators and ``LatentStatistics``
 * :mod:`ae4ad_core.calibration` -- thresholds and reference statistics from normal data
 * :mod:`ae4ad_core.registry` -- ``load_model``, ``save_model``, ``list_models`` (safetensors + JSON card)
+* :mod:`ae4ad_core.cards` -- ``list_card_summaries``: the registry listed from card JSON alone (no torch)
 * :mod:`ae4ad_core.analysis` -- ``analyze``: one call from slices to an ``Analysis``
+* :mod:`ae4ad_core.dicom_results` -- ``write_dicom_results``: an analysis as a DICOM Parametric Map and
+  Segmentation in the source's study (on request only: they carry the patient's identifiers)
 * :mod:`ae4ad_core.training`, :mod:`ae4ad_core.evaluation`, :mod:`ae4ad_core.sweep`, :mod:`ae4ad_core.data`
 * :mod:`ae4ad_core.cli` -- the ``ae4ad`` command
 """
