@@ -49,11 +49,11 @@ __all__ = [
 
 DICOM_INPUT_NEEDED = "DICOM results need a DICOM input (a DICOM file or a folder holding one DICOM series)"
 
-# (UCUM code, code meaning, explanation) of each scoring mode's map; see ae4ad_core.scoring.
+# (UCUM code, code meaning, short explanation) of each scoring mode's map; see ae4ad_core.scoring.
 MAP_UNITS: dict[str, tuple[str, str, str]] = {
-    "reconstruction": ("1", "no units", "squared reconstruction error of intensities scaled to [-1, 1]"),
-    "kl": ("{nat}", "nats per unit intensity", "smoothed |dKL/dx| (nats per unit of scaled intensity)"),
-    "combined": ("1", "no units", "KL-gradient-weighted squared reconstruction error"),
+    "reconstruction": ("1", "no units", "squared error, intensities in [-1, 1]"),
+    "kl": ("{nat}", "nats per unit intensity", "smoothed |dKL/dx|, nats per unit"),
+    "combined": ("1", "no units", "KL-weighted squared error"),
 }
 
 _MANUFACTURER = "AE4AD Studio"
@@ -299,7 +299,7 @@ def build_dicom_results(
     low, high = float(np.min(maps)), float(np.max(maps))
     mapping = hd.pm.RealWorldValueMapping(
         lut_label=model[:16],
-        lut_explanation=f"{model} {first.mode} anomaly map"[:64],
+        lut_explanation=f"{model} {first.mode}: {unit_text}"[:64],
         unit=hd.sr.CodedConcept(value=unit_code, scheme_designator="UCUM", meaning=unit_meaning),
         value_range=(low, high if high > low else low + 1.0),
         slope=1.0,
@@ -307,7 +307,7 @@ def build_dicom_results(
     )
     display_max = float(first.display_max) if np.isfinite(first.display_max) and first.display_max > 0 else 1.0
     versions = _software_versions()
-    description = f"AE4AD {first.mode} anomaly map, model {model} ({unit_text})"[:64]
+    description = f"AE4AD {first.mode} anomaly map, model {model}"[:64]
     try:
         parametric_map = hd.pm.ParametricMap(
             source_images=referenced,
