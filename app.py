@@ -36,5 +36,9 @@ page = st.navigation(
 )
 with st.sidebar:
     st.warning("**Research and teaching tool — not for diagnosis.**", icon=":material/info:")
+    st.caption(
+        ":material/license: Real-patient cases and models (`flair-*`, `t1c-*`) come from BraTS 2013 glioma "
+        "patients: licence CC BY-NC-SA 3.0 CH, non-commercial use only (see assets/ATTRIBUTION.md)."
+    )
     st.caption(f"Computing on {_device_name()}")
 page.run()

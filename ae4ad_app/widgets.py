@@ -15,7 +15,7 @@ import streamlit as st
 from ae4ad_core.analysis import calibration_of
 from ae4ad_core.archive import expand_uploads
 from ae4ad_core.content_hash import content_digest, named_digests_key
-from ae4ad_core.demo_cases import DemoCase, demo_cases
+from ae4ad_core.demo_cases import DemoCase, all_demo_cases
 from ae4ad_core.explanations import MODE_HELP, MODE_LABELS
 from ae4ad_core.io import Image, read_images
 from ae4ad_core.model_summary import card_summary, default_model_name
@@ -90,7 +90,8 @@ def model_stamp(name: str) -> float:
 
 @st.cache_data(show_spinner="Loading demo cases…")
 def get_demo_cases() -> list[DemoCase]:
-    return demo_cases()
+    """Real-patient cases first, then the template-brain cases (:func:`~ae4ad_core.demo_cases.all_demo_cases`)."""
+    return all_demo_cases()
 
 
 def demo_case_key(case: DemoCase) -> str:

@@ -24,6 +24,7 @@ __all__ = [
     "demo_cases",
     "real_demo_cases",
     "all_demo_cases",
+    "case_caption",
 ]
 
 DEMO_PATIENT = "brats_2013_pat0006_1"
@@ -234,3 +235,17 @@ def all_demo_cases() -> list[DemoCase]:
         except (DataError, OSError):
             continue
     return cases
+
+
+def case_caption(case: DemoCase) -> str:
+    """The line under a demo case's title: where the slice comes from, its sequence and licence for a real
+    patient, and what the outlines mean."""
+    outline = "" if case.mask is None else (
+        f"Green: the {case.truth_label.split(' (')[0]}, drawn by experts; cyan: where the anomaly map exceeds "
+        "the threshold calibrated on normal slices. "
+        if case.is_real else "Green: the synthetic lesion's exact mask; cyan: the calibrated threshold. ")
+    if not case.is_real:
+        return outline + "Template-brain demo case (T1-weighted, intensities in [0, 1]); synthetic lesions."
+    word = _SEQUENCE_WORDS.get(case.sequence, case.sequence)
+    return (f"{outline}Real patient: {case.source}, {word}, standardised intensity (z inside the brain) shown at "
+            f"z in [-3.5, 5.5]. Licence {case.licence} (BraTS 2013 data, see assets/ATTRIBUTION.md).")

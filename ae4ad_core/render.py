@@ -140,8 +140,9 @@ def window_description(preset: str, ct: bool) -> str:
     }[preset]
 
 
-def legend_html(preset: str, image, has_truth: bool) -> str:
-    """The caption under the views: what the window shows and what the outline colours mean (HTML)."""
+def legend_html(preset: str, image, has_truth: bool, *, truth_label: str = "ground truth") -> str:
+    """The caption under the views: what the window shows and what the outline colours mean (HTML);
+    ``truth_label`` names the green outline (e.g. "expert outline (tumour)" for a real patient)."""
 
     def swatch(rgb):
         return f'<span style="color:rgb{tuple(rgb)};font-weight:700">&#9632;</span>'
@@ -151,7 +152,7 @@ def legend_html(preset: str, image, has_truth: bool) -> str:
         "calibrated pixel threshold"
     )
     if has_truth:
-        text += f" &nbsp;{swatch(TRUTH_COLOUR)} ground truth"
+        text += f" &nbsp;{swatch(TRUTH_COLOUR)} {truth_label}"
     return text + "."
 
 

@@ -1,5 +1,10 @@
 """Analyze: a file, a DICOM series or a demo case -> anomaly maps, a verdict, latent statistics.
 
+The page opens on the first real-patient demo case, already analysed by the best model of its sequence, with
+the uploader in view; an upload switches the input to it. Choosing a demo case preselects the model for its
+sequence (:func:`ae4ad_core.model_summary.default_model_for`); any model can still be picked, with a note when
+its sequence differs from the case's.
+
 Scoring runs once per (input, model, mode) and is cached; display settings (window, opacity, outlines,
 slice) only redraw.
 """
@@ -11,6 +16,7 @@ import streamlit as st
 
 from ae4ad_app.widgets import (
     demo_case_key,
+    get_cards,
     get_demo_cases,
     get_model,
     model_picker,
@@ -20,6 +26,7 @@ from ae4ad_app.widgets import (
 from ae4ad_core import explanations, exports, model_summary, render
 from ae4ad_core.analysis import analyze, calibration_of
 from ae4ad_core.content_hash import files_digest
+from ae4ad_core.demo_cases import case_caption
 from ae4ad_core.errors import Ae4adError
 from ae4ad_core.io import Image
 from ae4ad_core.plotting import figure_to_png, latent_scatter_figure, score_histogram_figure, spectrum_figure
@@ -50,26 +57,45 @@ if request and st.session_state.get("_request_shown") is not request:
     st.session_state["_request_key"] = files_digest([(request["name"], request["data"])])  # hashed once
     st.session_state.update(source="From Batch", model=request["model"], mode=request["mode"])
 
+
+def _prefer_upload() -> None:
+    """A new upload becomes the input (the uploader stays in view whatever the source)."""
+    if st.session_state.get("uploads"):
+        st.session_state["source"] = "Upload"
+
+
 with st.sidebar:
     st.header("Input")
-    sources = ["Upload", "Demo case"] + (["From Batch"] if request else [])
+    sources = ["Demo case", "Upload"] + (["From Batch"] if request else [])
     source = st.radio("Source", sources, horizontal=True, label_visibility="collapsed", key="source")
-    files = None
-    if source == "Upload":
-        files = st.file_uploader(
-            "DICOM files or series, NIfTI, PNG, JPEG, TIFF, or a ZIP of them",
-            type=None,
-            accept_multiple_files=True,
-            help="Any file name works (PACS exports often have none): the content decides the format. "
-            "Several DICOM files of one series become one volume.",
-        )
-    else:
+    case = None
+    if source == "Demo case":
         cases = {c.key: c for c in get_demo_cases()}
-        case = cases[st.selectbox("Demo case", list(cases), format_func=lambda k: cases[k].label)]
+        if not cases:  # no demo data installed: the uploader below is the input
+            source = "Upload"
+        else:
+            case = cases[st.selectbox("Demo case", list(cases), format_func=lambda k: cases[k].label)]
+            if case.licence:
+                st.caption(f":material/license: {case.licence}")
+    files = st.file_uploader(
+        "Upload: DICOM files or series, NIfTI, PNG, JPEG, TIFF, or a ZIP of them",
+        type=None,
+        accept_multiple_files=True,
+        key="uploads",
+        on_change=_prefer_upload,
+        help="Any file name works (PACS exports often have none): the content decides the format. "
+        "Several DICOM files of one series become one volume.",
+    )
+    if case is not None and st.session_state.get("_model_chosen_for") != case.key:
+        # A newly chosen demo case preselects the model of its sequence; the user may pick another after.
+        st.session_state["_model_chosen_for"] = case.key
+        if preselect := model_summary.default_model_for(get_cards(), case.sequence):
+            st.session_state["model"] = preselect
 
     st.header("Model")
     choice = model_picker()
     name, card, loaded, mode, stamp = choice.name, choice.card, choice.model, choice.mode, choice.stamp
+    mismatch = model_summary.sequence_note(card, case.sequence) if case is not None else None
 
     st.header("Display")
     preset = st.selectbox("Window / level", render.WINDOW_PRESETS, format_func=str.capitalize)
@@ -78,6 +104,7 @@ with st.sidebar:
     outlines = st.toggle("Show outlines", value=True)
 
 # ------------------------------------------------------------------------------------------------- input
+st.title("Analyze an image")
 truth, first_slice = None, None
 if source == "From Batch":
     key = st.session_state["_request_key"]
@@ -85,7 +112,6 @@ if source == "From Batch":
     image, first_slice = images[0], int(request.get("slice", 0))
 elif source == "Upload":
     if not files:
-        st.title("Analyze an image")
         st.info(
             "Upload a DICOM file or series, a NIfTI volume or a PNG/JPEG/TIFF image in the sidebar, "
             "or pick a demo case.",
@@ -104,6 +130,7 @@ else:
         name=case.label,
         format="demo",
         metadata={"format": "demo", "lesion_kind": case.lesion_kind or "none (normal)"},
+        default_window=case.window,
     )
     key, truth = demo_case_key(case), case.mask
 
@@ -115,6 +142,10 @@ except Ae4adError as exc:
 
 # ------------------------------------------------------------------------------------------------- views
 st.subheader(image.name)
+if case is not None and source == "Demo case":
+    st.caption(case_caption(case))
+if mismatch:
+    st.warning(mismatch, icon=":material/warning:")
 views = st.container()
 i = 0
 if image.n_slices > 1:
@@ -140,7 +171,10 @@ with views:
     ):
         col.image(img, caption=caption, width="stretch", output_format="PNG")
     left, right = st.columns([2, 1])
-    left.caption(render.legend_html(preset, image, truth is not None), unsafe_allow_html=True)
+    truth_label = case.truth_label if case is not None and source == "Demo case" else "ground truth"
+    left.caption(
+        render.legend_html(preset, image, truth is not None, truth_label=truth_label), unsafe_allow_html=True
+    )
     right.image(render.colorbar_png(analysis.display_max), width="stretch")
 
 # ----------------------------------------------------------------------------------------------- verdict

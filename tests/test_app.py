@@ -262,6 +262,7 @@ def test_display_changes_do_not_rescore(app, monkeypatch):
     real = analysis_module.analyze
     monkeypatch.setattr(analysis_module, "analyze", lambda *a, **k: calls.append(1) or real(*a, **k))
     choose(app, FIXTURE_AE)
+    calls.clear()  # the opening demo case was analysed with the chosen model
     upload(app, ("volume.nii", nifti_bytes(4)))
     assert len(calls) == 1
     app.sidebar.slider[0].set_value(0.9).run()  # opacity
@@ -360,3 +361,70 @@ def test_a_second_upload_with_the_same_name_and_size_shows_its_own_result(app):
         assert_result_shown(app)
         scores.append(next(m.value for m in app.metric if m.label == "Score"))
     assert scores[0] != scores[1]
+
+
+# ------------------------------------------------------------------------------- real-patient first screen
+
+REAL_ASSET = REPO / "assets" / "real" / "brats2013.npz"
+needs_real = pytest.mark.skipif(not REAL_ASSET.is_file(), reason="assets/real/brats2013.npz is not there")
+
+
+def mismatch_notes(at) -> list[str]:
+    return [w.value for w in at.warning if "This model was trained on" in w.value]
+
+
+@needs_real
+def test_first_screen_is_a_real_tumour_case_already_analysed(app):
+    """Opening the app with no input shows the first real-patient FLAIR case analysed by the FLAIR model, the
+    expert outline in the legend, the licence, and the uploader in view."""
+    from ae4ad_core.model_summary import default_model_for
+    from ae4ad_core.registry import list_models
+
+    assert app.radio(key="source").value == "Demo case"
+    demo = app.sidebar.selectbox[0]
+    assert demo.label == "Demo case"
+    assert demo.options[0].startswith("Real patient (BraTS), FLAIR, slice ") and demo.options[0].endswith("glioma")
+    assert demo.index == 0
+    first_template = next(k for k, o in enumerate(demo.options) if not o.startswith("Real patient"))
+    assert all(not o.startswith("Real patient") for o in demo.options[first_template:])  # real cases first
+    assert app.selectbox(key="model").value == default_model_for(list_models(), "flair")
+    assert app.selectbox(key="model").value.startswith("flair-")
+    assert_result_shown(app)
+    text = texts(app)
+    assert "expert outline (tumour)" in text and "above the calibrated pixel threshold" in text
+    assert "CC BY-NC-SA 3.0 CH — non-commercial" in text
+    assert any("CC BY-NC-SA 3.0 CH" in c.value for c in app.sidebar.caption)  # the notice
+    assert any("licence CC BY-NC-SA 3.0 CH (non-commercial)" in c.value for c in app.sidebar.caption)  # card
+    assert app.sidebar.file_uploader[0].label.startswith("Upload")  # one click away
+    assert "Analyze an image" in [t.value for t in app.title]
+    assert not mismatch_notes(app)  # model and case agree
+
+
+@needs_real
+def test_a_t1c_case_preselects_its_model_and_a_mismatch_is_noted(app):
+    from ae4ad_core.model_summary import card_sequence
+    from ae4ad_core.registry import list_models
+
+    demo = app.sidebar.selectbox[0]
+    t1c = next(k for k, o in enumerate(demo.options) if o.startswith("Real patient (BraTS), T1c"))
+    demo.select_index(t1c).run()
+    assert not app.exception, app.exception
+    chosen = app.selectbox(key="model").value
+    if any(card_sequence(c) == "t1c" for c in list_models()):
+        assert chosen.startswith("t1c-") and not mismatch_notes(app)
+    # Any model can still be picked; a FLAIR model on a T1c case is noted.
+    choose(app, "flair-intensity")
+    assert app.selectbox(key="model").value == "flair-intensity"
+    assert any("real FLAIR slices" in w and "real T1c slices" in w for w in mismatch_notes(app))
+    assert_result_shown(app)
+    # Back to the FLAIR case: its model is preselected again and the note goes.
+    app.sidebar.selectbox[0].select_index(0).run()
+    assert app.selectbox(key="model").value.startswith("flair-") and not mismatch_notes(app)
+
+
+@needs_real
+def test_an_upload_replaces_the_demo_case(app):
+    upload(app, ("brain.png", png_bytes()))
+    assert app.radio(key="source").value == "Upload"
+    assert app.subheader[0].value == "brain.png"
+    assert_result_shown(app)
