@@ -118,15 +118,24 @@ def _stem(name: str) -> str:
 
 def _read_score_input(path: str):
     """The image to score and the file(s) it came from: a file, or a folder holding one DICOM series."""
-    from .io import read_dicom_series, read_image
+    from .io import read_image, read_images
 
     folder = Path(path)
-    if folder.is_dir():
-        files = sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith("."))
-        if not files:
-            raise UnreadableImageError(f"{folder.name}: the folder holds no files to read as a DICOM series")
-        return read_dicom_series(files), files
-    return read_image(path), [Path(path)]
+    if not folder.is_dir():
+        return read_image(path), [folder]
+    files = sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith("."))
+    if not files:
+        raise UnreadableImageError(f"{folder.name}: the folder holds no files to read as a DICOM series.")
+    images, errors = read_images(files)
+    if errors:
+        name, reason = errors[0]
+        raise UnreadableImageError(reason if reason.startswith(name) else f"{name}: {reason}")
+    if len(images) != 1:
+        raise UnsupportedImageError(
+            f"{folder.name}: the folder holds {len(images)} images or series; give a folder holding one DICOM "
+            "series, or one file."
+        )
+    return images[0], files
 
 
 def cmd_score(args) -> int:

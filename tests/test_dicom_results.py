@@ -287,3 +287,12 @@ def test_a_source_highdicom_refuses_gets_one_line(tmp_path, tiny_ae_dir, capsys)
     assert err.startswith("error: DICOM results cannot be made") and err.count("\n") == 1
     assert score_dicom(tmp_path / "frames.dcm", tiny_ae_dir, tmp_path / "out", "--dicom", "--slices", "1") == 2
     assert "need every frame scored" in capsys.readouterr().err
+
+
+def test_a_folder_of_two_series_is_refused(tmp_path, tiny_ae_dir, capsys):
+    synthetic_mr_series(tmp_path / "mixed", n=2, seed=1)
+    for path in synthetic_mr_series(tmp_path / "other", n=2, seed=2):
+        path.rename(tmp_path / "mixed" / f"other-{path.name}")
+    assert score_dicom(tmp_path / "mixed", tiny_ae_dir, tmp_path / "out", "--dicom") == 2
+    err = capsys.readouterr().err
+    assert "holds 2 images or series" in err and err.count("\n") == 1
