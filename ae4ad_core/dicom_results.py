@@ -58,8 +58,7 @@ MAP_UNITS: dict[str, tuple[str, str, str]] = {
 
 _MANUFACTURER = "AE4AD Studio"
 _MODEL_NAME = "ae4ad"
-_SERIES_NUMBER_MAP = 9901
-_SERIES_NUMBER_SEGMENTATION = 9902
+_SERIES_NUMBER_MAP = 9901  # the segmentation gets the next number
 
 
 @dataclass(frozen=True)
@@ -187,7 +186,8 @@ def read_source_datasets(
     if not named:
         raise UnreadableImageError("DICOM results: no source files were given.")
     for name, dataset in named:
-        if "SOPInstanceUID" not in dataset or "PixelData" not in dataset and "FloatPixelData" not in dataset:
+        has_pixels = "PixelData" in dataset or "FloatPixelData" in dataset
+        if "SOPInstanceUID" not in dataset or not has_pixels:
             raise UnsupportedImageError(f"{name}: {DICOM_INPUT_NEEDED}; this file holds no DICOM image.")
     files = list(image.metadata.get("files", [])) if image is not None else []
     names = [name for name, _ in named]
