@@ -27,6 +27,7 @@ from ae4ad_core import explanations, exports, model_summary, render
 from ae4ad_core.analysis import analyze, calibration_of
 from ae4ad_core.content_hash import files_digest
 from ae4ad_core.demo_cases import case_caption
+from ae4ad_core.dicom_results import dicom_results_for_uploads
 from ae4ad_core.errors import Ae4adError
 from ae4ad_core.io import Image
 from ae4ad_core.plotting import figure_to_png, latent_scatter_figure, score_histogram_figure, spectrum_figure
@@ -105,10 +106,11 @@ with st.sidebar:
 
 # ------------------------------------------------------------------------------------------------- input
 st.title("Analyze an image")
-truth, first_slice = None, None
+truth, first_slice, uploaded = None, None, []
 if source == "From Batch":
     key = st.session_state["_request_key"]
-    images = read_or_stop(key, [(request["name"], request["data"])])
+    uploaded = [(request["name"], request["data"])]
+    images = read_or_stop(key, uploaded)
     image, first_slice = images[0], int(request.get("slice", 0))
 elif source == "Upload":
     if not files:
@@ -119,7 +121,8 @@ elif source == "Upload":
         )
         st.stop()
     key = upload_key(files)
-    images = read_or_stop(key, [(f.name, f.getvalue()) for f in files])
+    uploaded = [(f.name, f.getvalue()) for f in files]
+    images = read_or_stop(key, uploaded)
     pick = 0
     if len(images) > 1:
         pick = st.selectbox("Image", range(len(images)), format_func=lambda k: images[k].name)
@@ -142,10 +145,11 @@ except Ae4adError as exc:
 
 # ------------------------------------------------------------------------------------------------- views
 st.subheader(image.name)
-if case is not None and source == "Demo case":
-    st.caption(case_caption(case))
-if mismatch:
-    st.warning(mismatch, icon=":material/warning:")
+with st.container():  # one slot whatever it holds, so the elements below keep their place between inputs
+    if case is not None and source == "Demo case":
+        st.caption(case_caption(case))
+    if mismatch:
+        st.warning(mismatch, icon=":material/warning:")
 views = st.container()
 i = 0
 if image.n_slices > 1:
@@ -245,3 +249,13 @@ with downloads_tab:
         on_click="ignore",
     )
     st.caption("Results hold scores and settings only: no pixel data and no patient identifiers.")
+    if uploaded and image.format in ("dicom", "dicom-series"):
+        st.download_button(
+            "DICOM results (map + segmentation, ZIP)",
+            lambda: dicom_results_for_uploads(uploaded, image, analysis)[1],
+            file_name("_dicom.zip"),
+            "application/zip",
+            on_click="ignore",
+            help="A DICOM Parametric Map and Segmentation in the patient's study, shown over the scan by a "
+            "DICOM viewer. They carry the patient's identifiers: they belong in that patient's record.",
+        )

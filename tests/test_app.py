@@ -287,7 +287,8 @@ def test_latent_details_and_downloads_tabs(app):
     assert "Modality" in list(header["Field"])
     assert not any("Patient" in str(v) for v in header["Field"])
     labels = [b.label for b in app.get("download_button")]
-    assert labels == ["Maps (PNG)", "Result (JSON)", "Result (CSV)"]
+    # a DICOM upload also offers its DICOM results (Parametric Map + Segmentation)
+    assert labels == ["Maps (PNG)", "Result (JSON)", "Result (CSV)", "DICOM results (map + segmentation, ZIP)"]
 
 
 def test_demo_cases_show_ground_truth(app):
