@@ -33,6 +33,7 @@ __all__ = [
     "prepare_batch",
     "prepare_slices",
     "restore_map",
+    "restore_intensity",
 ]
 
 INTENSITY_METHODS = ("percentile", "window")
@@ -215,3 +216,19 @@ def restore_map(values: np.ndarray | torch.Tensor, geometry: SliceGeometry, *, f
     out = np.full(geometry.shape, fill, dtype=np.float32)
     out[top: top + h, left: left + w] = up[oy: oy + h, ox: ox + w].numpy()
     return out
+
+
+def restore_intensity(values, raw_slice, config: PreprocessConfig) -> np.ndarray:
+    """Undo step 1 (the intensity scaling) on model-unit ``values`` in [-1, 1] (e.g. a reconstruction mapped
+    back with :func:`restore_map`): the inverse of :func:`scale_intensity` for the slice ``raw_slice`` it came
+    from, using the very same window or percentiles, so a reconstruction can be shown with the input's window."""
+    if config.intensity == "window":
+        lo = config.center - config.width / 2.0
+        hi = lo + config.width
+    else:
+        raw = torch.nan_to_num(torch.as_tensor(np.asarray(raw_slice, dtype=np.float32)), nan=0.0, posinf=0.0,
+                               neginf=0.0)
+        lo_t, hi_t = _percentile_pair(raw.reshape(1, -1), config.low, config.high)
+        lo, hi = float(lo_t[0]), float(hi_t[0])
+    span = max(hi - lo, 1e-6)
+    return (np.asarray(values, dtype=np.float32) + 1.0) / 2.0 * span + lo

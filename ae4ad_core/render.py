@@ -304,26 +304,14 @@ def overlay_rgb(
 # --------------------------------------------------------------------------------------- the Analyze views
 
 
-def _nearest_rank(values: np.ndarray, q: float) -> float:
-    """Percentile by nearest rank, exactly as :func:`ae4ad_core.preprocess.scale_intensity` computes it."""
-    flat = np.sort(np.nan_to_num(values.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0).ravel())
-    k = int(round(q / 100.0 * (flat.size - 1)))
-    return float(flat[min(max(k, 0), flat.size - 1)])
-
-
 def reconstruction_in_raw_units(
     reconstruction: np.ndarray, raw_slice: np.ndarray, preprocessing
 ) -> np.ndarray:
-    """Undo the card's intensity scaling on a reconstruction in model units ([-1, 1], input geometry), so the
-    reconstruction can be shown with the same window as the input."""
-    if preprocessing.intensity == "window":
-        lo = preprocessing.center - preprocessing.width / 2.0
-        hi = lo + preprocessing.width
-    else:
-        lo = _nearest_rank(raw_slice, preprocessing.low)
-        hi = _nearest_rank(raw_slice, preprocessing.high)
-    span = max(hi - lo, 1e-6)
-    return (np.asarray(reconstruction, dtype=np.float32) + 1.0) / 2.0 * span + lo
+    """A reconstruction in model units ([-1, 1], input geometry) in the input's intensity units, so it can be
+    shown with the input's window (:func:`ae4ad_core.preprocess.restore_intensity`)."""
+    from .preprocess import restore_intensity
+
+    return restore_intensity(reconstruction, raw_slice, preprocessing)
 
 
 def view_images(
