@@ -146,7 +146,8 @@ def default_model_for(cards: Sequence, sequence: str | None) -> str | None:
     """The model a demo case of ``sequence`` preselects.
 
     For a real-patient sequence: ``<sequence>-dae`` if it exists, else the other models of that sequence by
-    their cards' cross-validated pixel AP (highest first; models without one after, by name). For None (a
+    their cards' cross-validated pixel AP (highest first); models without one after, by their held-out pixel
+    AP, then by name. For None (a
     template-brain case) or a sequence no model was trained on: :func:`default_model_name` over the
     template-brain models (all models when there are none).
     """
@@ -154,8 +155,9 @@ def default_model_for(cards: Sequence, sequence: str | None) -> str | None:
         same = [c for c in cards if _is_real(c) and card_sequence(c) == sequence.lower()]
         if same:
             def rank(c):
-                ap = _cv_pixel_ap(c)
-                return (c.name != f"{sequence.lower()}-dae", ap is None, -(ap or 0.0), c.name)
+                cv, held_out = _cv_pixel_ap(c), _metric(c, "pixel_ap")
+                return (c.name != f"{sequence.lower()}-dae", cv is None, -(cv or 0.0), held_out is None,
+                        -(held_out or 0.0), c.name)
 
             return min(same, key=rank).name
     template = [c for c in cards if not _is_real(c)]

@@ -64,6 +64,14 @@ def pick(page, label: str, option: str) -> None:
     wait_for_app(page)
 
 
+def shown(page, title: str | re.Pattern) -> None:
+    """Wait until the main view's heading is ``title`` (the analysed input's name) and the previous input's
+    verdict has gone (Streamlit keeps stale elements until the run ends)."""
+    page.get_by_role("heading", name=title).wait_for(timeout=60_000)
+    expect(page.get_by_text(VERDICT)).to_have_count(1, timeout=60_000)
+    wait_for_app(page, start_ms=1000)
+
+
 def dicom_file() -> str:
     from pydicom.data import get_testdata_file
 
@@ -73,6 +81,7 @@ def dicom_file() -> str:
 def test_upload_dicom_see_verdict_and_overlay_then_change_mode(page):
     pick(page, "Model", FIXTURE_VAE)
     page.locator('input[type="file"]').set_input_files(dicom_file())
+    shown(page, Path(dicom_file()).name)  # the upload replaced the opening demo case
     verdict = page.get_by_text(VERDICT)
     verdict.wait_for(timeout=60_000)
     wait_for_app(page)
@@ -103,6 +112,30 @@ def test_upload_dicom_see_verdict_and_overlay_then_change_mode(page):
     assert not page.get_by_test_id("stException").count()
 
 
+def test_first_screen_shows_a_real_tumour_case_analysed_without_a_click(page):
+    """The opening screen teaches: a real patient's FLAIR slice, its reconstruction and map with the experts'
+    outline, the verdict and the licence, with the uploader in view; nothing clicked."""
+    from browser_utils import REPO
+
+    if not (REPO / "assets" / "real" / "brats2013.npz").is_file():
+        pytest.skip("assets/real/brats2013.npz is not there")
+    page.get_by_text(VERDICT).wait_for(timeout=90_000)
+    wait_for_app(page)
+    expect(page.get_by_role("heading", name=re.compile(r"^Real patient \(BraTS\), FLAIR, slice \d+: glioma"))).to_be_visible()
+    expect(page.get_by_text("expert outline (tumour)").first).to_be_visible()
+    expect(page.get_by_text("CC BY-NC-SA 3.0 CH — non-commercial").first).to_be_visible()
+    expect(page.get_by_test_id("stFileUploaderDropzone")).to_be_visible()  # upload one click away
+    page.wait_for_function(  # input, reconstruction, map and colour bar have loaded
+        """() => { const im = [...document.querySelectorAll('[data-testid="stImage"] img')].slice(0, 4);
+                   return im.length == 4 && im.every(i => i.complete && i.naturalWidth > 0 && i.width > 0); }""",
+        timeout=60_000,
+    )
+    captions = page.get_by_test_id("stImageCaption").all_inner_texts()
+    assert captions[:3] == ["Input", "Reconstruction", "Anomaly map over input"]
+    assert not page.get_by_test_id("stException").count()
+    page.screenshot(path=str(ARTIFACTS / "analyze_first_screen.png"))
+
+
 def test_ae_disables_kl_and_combined(page):
     pick(page, "Model", FIXTURE_AE)
     sidebar = page.get_by_test_id("stSidebar")
@@ -116,6 +149,7 @@ def test_bad_file_reports_one_line_and_page_keeps_working(page, tmp_path):
     bad.write_bytes(b"\x00" * 128 + b"DICM" + b"not really")
     pick(page, "Model", FIXTURE_AE)
     page.locator('input[type="file"]').set_input_files([str(bad), dicom_file()])
+    shown(page, Path(dicom_file()).name)
     page.get_by_text(VERDICT).wait_for(timeout=60_000)
     wait_for_app(page)
     alert = page.get_by_test_id("stAlertContentError")
@@ -141,12 +175,11 @@ def test_demo_case_shows_ground_truth(page):
         pytest.skip("assets/demo/demo.npz is not built yet")
     pick(page, "Model", FIXTURE_AE)
     sidebar = page.get_by_test_id("stSidebar")
-    sidebar.get_by_text("Demo case", exact=True).click()
+    sidebar.get_by_role("radiogroup", name="Source").get_by_text("Demo case").click()  # the default
     wait_for_app(page, start_ms=1500)
     sidebar.get_by_role("combobox", name="Demo case").click()
     page.get_by_role("option", name=re.compile(r"^Lesion 1")).click()
-    page.get_by_text(re.compile(r"^Lesion 1")).first.wait_for(timeout=60_000)
-    page.get_by_text(VERDICT).wait_for(timeout=60_000)
+    shown(page, re.compile(r"^Lesion 1"))
     wait_for_app(page)
     assert page.get_by_text("ground truth", exact=False).count() >= 1
     assert not page.get_by_test_id("stException").count()

@@ -114,6 +114,9 @@ def test_default_model_for_prefers_dae_then_cross_validated_pixel_ap():
     assert model_summary.default_model_for(cards, None) == "ae-d16"
     assert model_summary.default_model_for(cards, "t2") == "ae-d16"
     assert model_summary.default_model_for([], "flair") is None
+    # Without cross-validation in the cards, the held-out pixel AP decides.
+    held_out = [_real("flair-ae-d16", ap=0.5), _real("flair-intensity", "intensity", ap=0.9)]
+    assert model_summary.default_model_for(held_out, "flair") == "flair-intensity"
 
 
 def test_sequence_note_warns_only_on_a_mismatch():
