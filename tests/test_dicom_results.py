@@ -296,3 +296,23 @@ def test_a_folder_of_two_series_is_refused(tmp_path, tiny_ae_dir, capsys):
     assert score_dicom(tmp_path / "mixed", tiny_ae_dir, tmp_path / "out", "--dicom") == 2
     err = capsys.readouterr().err
     assert "holds 2 images or series" in err and err.count("\n") == 1
+
+
+def test_analyze_page_offers_dicom_results_for_dicom_input_only():
+    import streamlit as st
+    from PIL import Image as PILImage
+    from streamlit.testing.v1 import AppTest
+
+    png = io.BytesIO()
+    PILImage.fromarray((np.random.default_rng(0).random((64, 64)) * 255).astype(np.uint8)).save(png, format="PNG")
+    app = str(Path(__file__).resolve().parent.parent / "app.py")
+    for name, data, offered in [("MR_small.dcm", Path(MR_SMALL).read_bytes(), True), ("a.png", png.getvalue(), False)]:
+        st.cache_data.clear()
+        at = AppTest.from_file(app, default_timeout=60)
+        at.session_state["analyze_request"] = {
+            "name": name, "data": data, "slice": 0, "model": "ae-d16", "mode": "reconstruction",
+        }
+        at.run()
+        assert not at.exception, at.exception
+        labels = [b.label for b in at.get("download_button")]
+        assert ("DICOM results (map + segmentation, ZIP)" in labels) == offered, labels
