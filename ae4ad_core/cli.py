@@ -220,6 +220,13 @@ def cmd_evaluate(args) -> int:
     results = evaluate_all_modes(loaded, dataset.test)
     summary = {m: {k: v for k, v in r.to_dict().items() if k != "curves"} for m, r in results.items()}
     print(json.dumps(summary, indent=1))
+    if args.update_card:
+        from .registry import CARD_FILE, find_model_dir
+
+        folder = find_model_dir(args.model)
+        card = loaded.card.replace(metrics={m: r.to_dict() for m, r in results.items()})
+        (folder / CARD_FILE).write_text(json.dumps(card.to_dict(), indent=1, allow_nan=False))
+        print(f"updated {folder / CARD_FILE}")
     if args.out:
         for p in save_evaluation(results, Path(args.out)):
             print(f"wrote {p}")
@@ -298,8 +305,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="evaluate a model on a labelled test split")
     p.add_argument("--model", required=True)
-    p.add_argument("--data", default="demo")
+    p.add_argument("--data", default="demo",
+                   help="'demo', a MedIAnomaly/BraTS layout folder, or real:flair|t1c[:patient,...] (shipped patients)")
     p.add_argument("--out", default=None)
+    p.add_argument("--update-card", action="store_true", help="store the metrics in the model's card")
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_evaluate)
 
