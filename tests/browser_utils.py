@@ -272,3 +272,26 @@ def wait_for_app(page, timeout_ms: int = 60_000, *, start_ms: int = 0) -> None:
     page.wait_for_function(
         """() => !document.querySelector('[data-testid="stStatusWidget"]')""", timeout=timeout_ms
     )
+
+
+def fake_crossval_report(path: Path, *, patients=("p3", "p4", "p5", "p6"), dims=(1, 2, 4, 8, 16)) -> Path:
+    """Write a cross-validation report (:func:`ae4ad_core.crossval.crossval_report` of made-up rows) to
+    ``path``: FLAIR, the intensity baseline and an AE sweep over ``dims``, leave-one-patient-out folds."""
+    import json
+
+    from ae4ad_core.crossval import crossval_report
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for k, fold in enumerate(patients):
+        for name, kind, d in [("intensity", "intensity", 16)] + [(f"ae-d{d}", "ae", d) for d in dims]:
+            good = 0.85 if kind == "intensity" else 0.5 + 0.04 * np.log2(d) - 0.01 * k
+            metrics = {mode: {key: float(np.clip(good * scale + rng.normal(0, 0.02), 0, 1)) for key in (
+                "pixel_ap", "best_dice", "calibrated_dice", "image_auroc", "image_ap", "level_matched_auroc")}
+                for mode, scale in (("reconstruction", 1.0), ("mse", 0.8))}
+            rows.append({"model": name, "sequence": "flair", "fold": fold, "kind": kind, "latent_dim": d,
+                         "final_val_loss": None if kind == "intensity" else 0.05 + 0.2 / d**2,
+                         "entropy_gaussian_nats": 2.0 * d, "entropy_knn_nats": 1.5 * d, "effective_dim": d / 2,
+                         "metrics": metrics})
+    path.write_text(json.dumps(crossval_report(rows)))
+    return path

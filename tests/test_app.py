@@ -429,3 +429,49 @@ def test_an_upload_replaces_the_demo_case(app):
     assert app.radio(key="source").value == "Upload"
     assert app.subheader[0].value == "brain.png"
     assert_result_shown(app)
+
+
+# ------------------------------------------------------------------------------------------- Models page
+
+
+@pytest.fixture
+def crossval_file(tmp_path, monkeypatch):
+    """A made-up cross-validation report in tmp, served by ``load_crossval_report`` (the shipped one may be
+    missing or different)."""
+    from browser_utils import fake_crossval_report
+
+    import ae4ad_core.crossval as cv
+
+    path = fake_crossval_report(tmp_path / "crossval.json")
+    real = cv.load_crossval_report
+    monkeypatch.setattr(cv, "load_crossval_report", lambda p=None: real(path if p is None else p))
+    return path
+
+
+def test_models_page_puts_the_baseline_beside_the_models_and_shows_the_crossvalidation(app, crossval_file):
+    app.switch_page("app_pages/models.py").run()
+    assert not app.exception, app.exception
+    zoo = app.dataframe[0].value
+    for column in ("sequence", "data", "pixel AP", "level-matched AUROC", "vs baseline"):
+        assert column in zoo.columns
+    assert {FIXTURE_AE, FIXTURE_VAE} <= set(zoo["model"])
+    if (REPO / "assets" / "models" / "flair-intensity").is_dir():
+        real = zoo[zoo["data"] == "real patients"]
+        assert real.iloc[0]["model"] == "flair-intensity"  # the baseline first, beside the others
+        assert real.iloc[0]["vs baseline"] == 0.0 and real.iloc[0]["sequence"] == "FLAIR"
+        ours = zoo[zoo["model"] == "flair-intensity"]
+        assert ours.iloc[0]["type"] == "Plain-intensity baseline"
+    assert len(app.dataframe) == 2
+    cv_table = app.dataframe[1].value
+    assert cv_table.iloc[0]["model"] == "flair-intensity" and "±" in cv_table.iloc[0]["pixel AP"]
+    assert "Cross-validated over patients" in [s.value for s in app.subheader]
+
+
+def test_models_page_without_a_crossvalidation_report(app, monkeypatch):
+    import ae4ad_core.crossval as cv
+
+    monkeypatch.setattr(cv, "load_crossval_report", lambda p=None: None)
+    app.switch_page("app_pages/models.py").run()
+    assert not app.exception, app.exception
+    assert len(app.dataframe) == 1
+    assert "Cross-validated over patients" not in [s.value for s in app.subheader]
