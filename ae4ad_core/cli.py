@@ -180,6 +180,7 @@ def cmd_score(args) -> int:
     payload = {"file": img.name, "model": loaded.name, "mode": args.mode, "device": str(loaded.device),
                "volume_score": max(r["score"] for r in results),
                "volume_above_threshold": any(r["above_threshold"] for r in results), "slices": results}
+    datasets = None  # the source DICOM files re-read with identifiers, once, for the DICOM and NIfTI outputs
     if args.dicom:
         from .dicom_results import read_source_datasets, write_dicom_results
 
@@ -190,8 +191,8 @@ def cmd_score(args) -> int:
         from .nifti_maps import write_nifti_map
 
         source = Path(args.file) if img.format == "nifti" else None
-        series = None
-        if img.format == "dicom-series":
+        series = datasets
+        if img.format == "dicom-series" and series is None:
             from .dicom_results import read_source_datasets
 
             series = read_source_datasets(files, image=img)
