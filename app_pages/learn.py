@@ -3,10 +3,12 @@
 All numbers and images come from :mod:`ae4ad_core.teaching`; this page reads the case picker and renders.
 """
 
+import altair as alt
+import pandas as pd
 import streamlit as st
 
 from ae4ad_app.widgets import get_cards
-from ae4ad_core import render, teaching
+from ae4ad_core import crossval, model_summary, render, teaching
 from ae4ad_core.errors import Ae4adError
 from ae4ad_core.explanations import MODE_LABELS
 from ae4ad_core.plotting import figure_to_png
@@ -279,6 +281,50 @@ if rdaes:
         metric_cols[2].metric("Image AUROC", fmt(rd.image_auroc), delta=delta)
 
 # --------------------------------------------------------------------------------------------- references
+# --------------------------------------------------------------------- choosing d on real patients
+REAL_D_TITLE = "Choosing d without labels, on real patients"
+real_report = crossval.load_crossval_report()
+if not real_report:
+    st.caption(f"{REAL_D_TITLE}: appears once the cross-validation over real patients is shipped "
+               "(assets/real/crossval.json).")
+else:
+    st.header(REAL_D_TITLE, divider="gray")
+    st.markdown(
+        "The same question on real glioma patients (BraTS 2013): AEs with d from 1 to 128, each trained on the "
+        "tumour-free slices of all patients but one and tested on the left-out patient (leave one patient "
+        "out). d is chosen from the calibration patient's normal slices only, never from tumour labels."
+    )
+    for seq in real_report:
+        rows = model_summary.crossval_sweep_rows(real_report, seq)
+        if not rows:
+            continue
+        st.subheader(model_summary.SEQUENCE_WORDS.get(seq, seq))
+        frame = pd.DataFrame(rows)
+        cols = st.columns(3)
+        for col, y in zip(cols, ("slice AUROC", "pixel AP", "latent entropy (nats)"), strict=True):
+            data = frame.dropna(subset=[y]).assign(
+                lo=lambda f, y=y: f[y] - f[f"{y} std"].fillna(0), hi=lambda f, y=y: f[y] + f[f"{y} std"].fillna(0)
+            )
+            x = alt.X("d:Q", scale=alt.Scale(type="log", base=2), title="latent size d")
+            base = alt.Chart(data, title=f"{y} vs d (mean ± std over patients)")
+            col.altair_chart(
+                base.mark_errorbar().encode(x=x, y=alt.Y("lo:Q", title=y, scale=alt.Scale(zero=False)), y2="hi:Q")
+                + base.mark_line(point=True).encode(x=x, y=alt.Y(f"{y}:Q"), tooltip=["d", y, f"{y} std"]),
+                width="stretch",
+            )
+        if choice := model_summary.crossval_d_choice(real_report, seq):
+            a, b, c = st.columns(3)
+            a.metric("d chosen without labels", choice["label_free"],
+                     help="Per fold: the smallest d whose validation error on normal slices is within the "
+                     "tolerance of the best; the most frequent choice over folds.")
+            b.metric("Best d on the test patients", choice["oracle"],
+                     help="The d the tumour labels would pick (an oracle no clinic has).")
+            gap = choice["gap_points"]
+            c.metric("Slice AUROC lost by not peeking", "n/a" if gap is None else f"{gap:.1f} points")
+            per_fold = ", ".join(f"{k.replace('brats_2013_', '').replace('_1', '')}: d = {v}"
+                                 for k, v in choice["per_fold"].items())
+            st.markdown(choice["sentence"] + (f" Per left-out patient: {per_fold}." if per_fold else ""))
+
 st.header("References", divider="gray")
 st.markdown(f"1. {AE4AD}\n2. {ZIMMERER}")
 st.caption(

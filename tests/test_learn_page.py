@@ -226,3 +226,40 @@ def test_learn_page_in_a_real_browser(tmp_path):
         assert not page.get_by_test_id("stException").count()
         screenshot(page, ARTIFACTS / "learn_second_case.png")
     print(f"Learn page, fresh server opened at /learn: {first_render:.1f} s to the last element")
+
+
+REAL_D_TITLE = "Choosing d without labels, on real patients"
+
+
+@needs_assets
+def test_real_patient_choice_of_d_reads_the_crossvalidation(home, tmp_path, monkeypatch):
+    from browser_utils import fake_crossval_report
+
+    import ae4ad_core.crossval as cv
+
+    path = fake_crossval_report(tmp_path / "crossval.json")
+    real = cv.load_crossval_report
+    monkeypatch.setattr(cv, "load_crossval_report", lambda p=None: real(path if p is None else p))
+    at = run_page()
+    headers = [h.value for h in at.header]
+    assert REAL_D_TITLE in headers and headers[-1] == "References"
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["d chosen without labels"] == "8" and metrics["Best d on the test patients"] == "16"
+    assert metrics["Slice AUROC lost by not peeking"].endswith(" points")
+    text = text_of(at)
+    assert "the label-free rule picks d = 8" in text and "would have picked d = 16" in text
+    assert "Per left-out patient: p3: d = 8" in text
+    charts = [c.spec for c in at.get("vega_lite_chart")]
+    for y in ("slice AUROC", "pixel AP", "latent entropy (nats)"):
+        assert any(f"{y} vs d (mean \\u00b1 std over patients)" in c for c in charts), y
+
+
+@needs_assets
+def test_real_patient_section_is_one_line_without_the_report(home, monkeypatch):
+    import ae4ad_core.crossval as cv
+
+    monkeypatch.setattr(cv, "load_crossval_report", lambda p=None: None)
+    at = run_page()
+    assert REAL_D_TITLE not in [h.value for h in at.header]
+    notes = [c.value for c in at.caption if c.value.startswith(REAL_D_TITLE)]
+    assert len(notes) == 1 and "\n" not in notes[0]
