@@ -7,6 +7,7 @@ their weights and BatchNorm statistics are non-trivial. Building both takes a fe
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -153,3 +154,16 @@ def single_thread():
     of small-tensor tests (see :func:`one_thread`)."""
     with one_thread():
         yield
+
+
+SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` (real patient MRI); skips without it, except under ``CI=true``, where it must exist."""
+    if not SHARED_DATA.is_dir():
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{SHARED_DATA} is missing: tests on real patient data must run in CI.")
+        pytest.skip(f"needs {SHARED_DATA} (real patient data, not shipped)")
+    return SHARED_DATA

@@ -146,3 +146,17 @@ def test_real_asset_round_trip(tmp_path):
     assert np.max(np.abs(loaded.images - np.clip(direct.images, -3.5, 5.5))) < 0.02
     with pytest.raises(ValueError, match="sequence"):
         load_real_slices(path, "t2")
+
+
+def test_the_four_brats_patients_and_the_shipped_asset_rebuild(shared_data, tmp_path):
+    from ae4ad_core.assets import assets_dir
+
+    patients = find_patients(shared_data / "brats2013")
+    assert [p.name for p in patients] == [f"brats_2013_pat000{i}_1" for i in (3, 4, 5, 6)]
+    assert all(set(p.sequences) == {"flair", "t1c"} and p.release == "brats2013" for p in patients)
+    rebuilt = build_real_asset(shared_data / "brats2013", tmp_path / "real.npz")
+    for seq in ("flair", "t1c"):
+        for a, b in zip(load_real_slices(rebuilt, seq), load_real_slices(assets_dir() / "real" / "brats2013.npz", seq),
+                        strict=True):
+            assert a.patient == b.patient and np.array_equal(a.images, b.images)
+            assert np.array_equal(a.tumour, b.tumour) and np.array_equal(a.brain, b.brain)
