@@ -21,7 +21,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import digamma, gammaln
 
 __all__ = [
     "latent_entropy_gaussian",
@@ -69,6 +68,7 @@ def latent_entropy_knn(z, *, k: int = 3) -> float:
     ``z_i`` to its k-th nearest neighbour and ``V_d`` the volume of the unit d-ball (Kozachenko & Leonenko 1987;
     Kraskov et al. 2004, eq. 20).
     """
+    from scipy.special import digamma, gammaln  # here, not at import: scoring never needs scipy
     from sklearn.neighbors import NearestNeighbors
 
     z = _as_codes(z)
