@@ -8,7 +8,14 @@ import streamlit as st
 from ae4ad_app.widgets import get_cards
 from ae4ad_core import crossval
 from ae4ad_core.explanations import MODE_LABELS
-from ae4ad_core.model_summary import SEQUENCE_WORDS, ae_sweep_rows, crossval_rows, evaluation_result, zoo_rows
+from ae4ad_core.model_summary import (
+    SEQUENCE_WORDS,
+    ae_sweep_rows,
+    card_summary,
+    crossval_rows,
+    evaluation_result,
+    zoo_rows,
+)
 from ae4ad_core.plotting import figure_to_png, roc_pr_figures
 
 
@@ -88,6 +95,10 @@ st.dataframe(
         ),
     },
 )
+
+with st.expander("What each model was trained on: data, sequence, licence"):
+    for c in cards:
+        st.markdown(f"- `{c.name}`: {card_summary(c)}")
 
 report = crossval.load_crossval_report()
 if report:

@@ -175,3 +175,19 @@ def test_crossval_tables_and_the_choice_of_d():
     assert (choice["label_free"], choice["oracle"], choice["gap_points"]) == (16, 2, 5.0)
     assert "d = 16" in choice["sentence"] and "d = 2" in choice["sentence"] and "5.0" in choice["sentence"]
     assert model_summary.crossval_rows(None, "flair") == [] and model_summary.crossval_d_choice(None, "t1c") is None
+
+
+def test_cli_markdown_is_the_page_table_then_the_crossvalidation(tmp_path, monkeypatch):
+    import json
+
+    import ae4ad_core.assets as assets
+    from ae4ad_core.cli import zoo_markdown_table
+
+    cards = [_real("flair-intensity", "intensity", ap=0.8), _real("flair-ae-d8", ap=0.5)]
+    monkeypatch.setattr(assets, "assets_dir", lambda: tmp_path)
+    assert zoo_markdown_table(cards) == model_summary.zoo_markdown(model_summary.zoo_rows(cards))
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "crossval.json").write_text(json.dumps(REPORT))
+    out = zoo_markdown_table(cards)
+    assert out.startswith("| model | mode |") and "Cross-validated over patients, FLAIR (mean ± std)" in out
+    assert "| flair-intensity | reconstruction | 4 | 0.850 ± 0.100 |" in out
