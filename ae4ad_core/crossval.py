@@ -64,7 +64,8 @@ SCORING_GRID = [
     MapScoring(residual=r, smooth_sigma=s, brain_only=True, brain_erosion=e, aggregate="quantile", quantile=0.99)
     for r, s, e in itertools.product(("squared", "positive", "absolute"), (0.0, 1.0, 2.0), (0, 2))
 ]
-"""Map choices tried on validation (pixel AP decides)."""
+"""Map choices tried on validation (pixel AP decides); each also with the intensity prior
+(:func:`ae4ad_core.postprocess.fit_intensity_prior` on the training normals)."""
 AGGREGATE_GRID = [("mean", 0.99), ("quantile", 0.9), ("quantile", 0.95), ("quantile", 0.99), ("quantile", 0.999)]
 """Slice aggregations tried on validation once the map is fixed (slice AUROC decides)."""
 
@@ -112,11 +113,11 @@ def _model_space_truth(data: SimpleNamespace, x_geoms, size: int):
 
 
 def choose_scoring(inference, validation: SimpleNamespace, *, prep: PreprocessConfig = REAL_PREPROCESSING,
-                   batch_size: int = 128) -> tuple[MapScoring, dict]:  # fmt: skip
+                   batch_size: int = 128, prior_level: float | None = None) -> tuple[MapScoring, dict]:  # fmt: skip
     """Choose the map scoring of a trained model on labelled validation slices (never the test patient).
 
-    Rule: among :data:`SCORING_GRID`, the map with the highest pooled pixel AP over brain pixels in model
-    space; then, among :data:`AGGREGATE_GRID`, the slice aggregation with the highest slice AUROC (ties: the
+    Rule: among :data:`SCORING_GRID` (each rule also with the intensity prior ``prior_level`` when given), the
+    map with the highest pooled pixel AP over brain pixels in model space; then, among :data:`AGGREGATE_GRID`, the slice aggregation with the highest slice AUROC (ties: the
     earlier, simpler one). Returns the rule and what was measured.
     """
     from sklearn.metrics import average_precision_score, roc_auc_score
@@ -131,7 +132,9 @@ def choose_scoring(inference, validation: SimpleNamespace, *, prep: PreprocessCo
                            for i in range(0, len(x), batch_size)])
     best, best_ap, table = None, -1.0, []
     residuals = {r: residual_map(x, recon, r) for r in ("squared", "positive", "absolute")}
-    for rule in SCORING_GRID:
+    grid = SCORING_GRID + ([replace(r, intensity_prior=prior_level) for r in SCORING_GRID]
+                           if prior_level is not None else [])
+    for rule in grid:
         maps = finish_maps(residuals[rule.residual], x, rule)
         inside = brain_mask(x, 0).numpy()
         ap = float(average_precision_score(truth[inside], maps.numpy()[inside]))
@@ -181,7 +184,10 @@ def train_fold_model(config, by_patient: dict[str, PatientSlices], fold: Fold, *
     inference = fuse_for_inference(model)
     validation = _stack([by_patient[fold.calibration]]
                         + [replace_labels(by_patient[p]) for p in fold.train], tumour=None)
-    rule, choice = choose_scoring(inference, validation, prep=prep)
+    from .postprocess import fit_intensity_prior
+
+    prior = fit_intensity_prior(model_inputs(train_set.images, prep))
+    rule, choice = choose_scoring(inference, validation, prep=prep, prior_level=prior)
     cal = calibrate(inference, model_inputs(cal_normals.images, prep), fpr=config.fpr, scoring=rule)
     cal_fields, latent_fields = cal.to_card_fields()
     last = result.history[-1] if result.history else {}
@@ -275,12 +281,15 @@ def finalise(rows: list[dict], *, models_root: Path | str, report_path: Path | s
 
 def run_crossval(specs: dict, by_patient: dict[str, PatientSlices], *, sequence: str, out: Path | str,
                  progress: bool = False, ship_fold: str | None = None,
-                 ship_root: Path | str | None = None) -> list[dict]:  # fmt: skip
+                 ship_root: Path | str | None = None,
+                 keep_root: Path | str | None = None) -> list[dict]:  # fmt: skip
     """Every spec (``{name: TrainConfig}``) in every fold; one JSON row per (model, fold) appended to
     ``out`` (JSON lines) as it finishes, so an interrupted run resumes where it stopped.
 
     The model of the fold whose test patient is ``ship_fold`` is also registered in ``ship_root`` as
-    ``<sequence>-<name>`` (:func:`ship_card`): the shipped models are exactly the ones this fold measured."""
+    ``<sequence>-<name>`` (:func:`ship_card`): the shipped models are exactly the ones this fold measured.
+    With ``keep_root`` every fold's model is kept there too (``<sequence>-<name>--<fold>``), so the scoring can be
+    re-chosen later without training again."""
     out = Path(out)
     done = set()
     rows = []
@@ -300,6 +309,11 @@ def run_crossval(specs: dict, by_patient: dict[str, PatientSlices], *, sequence:
                                   sequence=sequence, progress=progress,
                                   description=model_description(config, sequence) if shipped else "")
             metrics = evaluate_fold(fm, by_patient[fold.test], shipped_to=ship_root if shipped else None)
+            if keep_root is not None:
+                from .registry import save_model
+
+                save_model(fm.loaded.model, fm.loaded.card.replace(name=f"{sequence}-{name}--{fold.test}"),
+                           keep_root)
             row = {"model": name, "sequence": sequence, "fold": fold.test, "calibration": fold.calibration,
                    "train": list(fold.train), "kind": config.kind, "latent_dim": config.latent_dim, "epochs": config.epochs,
                    "scoring": fm.loaded.card.scoring["rule"], "validation": fm.choice["aggregates"],
@@ -370,6 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--progress", action="store_true")
     p.add_argument("--ship-fold", default=None, help="register this fold's models (its test patient's name)")
     p.add_argument("--ship-root", default=None, help="registry folder for --ship-fold (e.g. assets/models)")
+    p.add_argument("--keep-root", default=None, help="also keep every fold's model in this registry folder")
     p.add_argument("--finalise", nargs="*", default=None, metavar="ROWS.jsonl",
                    help="only write assets/real/crossval.json from these result files and update shipped cards")
     args = p.parse_args(argv)
@@ -393,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         wanted = [m.strip() for m in args.models.split(",") if m.strip()]
         specs = {k: specs[k] for k in wanted}
     rows = run_crossval(specs, by_patient, sequence=args.sequence, out=args.out, progress=args.progress,
-                        ship_fold=args.ship_fold, ship_root=args.ship_root)
+                        ship_fold=args.ship_fold, ship_root=args.ship_root, keep_root=args.keep_root)
     print(json.dumps(summarise(rows), indent=1))
     return 0
 

@@ -32,6 +32,8 @@ __all__ = [
     "brain_mask",
     "finish_maps",
     "aggregate_scores",
+    "fit_intensity_prior",
+    "PRIOR_PERCENTILE",
 ]
 
 RESIDUALS = ("squared", "positive", "absolute")
@@ -60,6 +62,10 @@ class MapScoring:
         Image score = mean of the map over the whole image (the paper) or its ``quantile`` over the brain.
     quantile : float
         In (0, 1], used when ``aggregate == "quantile"``.
+    intensity_prior : float or None
+        Keep the map only where the input is brighter than this model-space level (the lesion-contrast prior of
+        the brain-MRI literature, e.g. Baur et al. 2021: FLAIR lesions are hyperintense); the level is a
+        high percentile of NORMAL brain intensity, fitted on the training normals (:func:`fit_intensity_prior`).
     """
 
     residual: str = "squared"
@@ -68,6 +74,7 @@ class MapScoring:
     brain_erosion: int = 0
     aggregate: str = "mean"
     quantile: float = 0.99
+    intensity_prior: float | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -100,6 +107,8 @@ class MapScoring:
             steps.append(f"Gaussian smoothing (sigma {self.smooth_sigma:g} px at model size)")
         if self.brain_only:
             steps.append("brain only" + (f" (mask eroded {self.brain_erosion} px)" if self.brain_erosion else ""))
+        if self.intensity_prior is not None:
+            steps.append(f"only where the input is brighter than normal brain (model level {self.intensity_prior:.2f})")
         steps.append("slice score = mean of the map" if self.aggregate == "mean"
                      else f"slice score = {self.quantile:.1%} quantile of the map inside the brain")
         return "; ".join(steps)
@@ -133,11 +142,24 @@ def finish_maps(maps: torch.Tensor, x: torch.Tensor, scoring: MapScoring) -> tor
     from .scoring import gaussian_smooth
 
     out = maps.float()
+    if scoring.intensity_prior is not None:
+        out = torch.where(x[:, 0] > scoring.intensity_prior, out, torch.zeros_like(out))
     if scoring.smooth_sigma > 0:
         out = gaussian_smooth(out, scoring.smooth_sigma)
     if scoring.brain_only:
         out = torch.where(brain_mask(x, scoring.brain_erosion), out, torch.zeros_like(out))
     return out
+
+
+PRIOR_PERCENTILE = 95.0
+"""Normal brain pixels above this percentile count as "brighter than normal brain" for the intensity prior."""
+
+
+def fit_intensity_prior(x_normal: torch.Tensor, percentile: float = PRIOR_PERCENTILE) -> float:
+    """The model-space level of :attr:`MapScoring.intensity_prior`: the ``percentile`` of brain pixels of NORMAL
+    model inputs ``(N, 1, S, S)``."""
+    vals = x_normal[:, 0][brain_mask(x_normal)].float()
+    return float(torch.quantile(vals[:: max(1, vals.numel() // 1_000_000)], percentile / 100.0))
 
 
 def aggregate_scores(maps: torch.Tensor, x: torch.Tensor, scoring: MapScoring) -> torch.Tensor:
