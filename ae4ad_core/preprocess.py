@@ -104,16 +104,60 @@ def _ranks(n: int, q: float) -> int:
     return min(max(int(round(q / 100.0 * (n - 1))), 0), n - 1)
 
 
+_COUNTING_MIN_SPAN = 1 << 16  # integer ranges up to max(this, 4 * pixels) are counted, not partitioned
+_EXACT_FLOAT32_INTEGERS = 1 << 24  # every integer of magnitude below this is exact in float32
+
+
+def _integer_order_stats(row: np.ndarray, ranks: tuple[int, ...]) -> np.ndarray | None:
+    """The order statistics ``ranks`` (0-based) of a 1-D float32 ``row`` by counting, when every value is an
+    integer within a small range (CT Hounsfield units, MR stored values); ``None`` otherwise.
+
+    ``bincount`` + ``cumsum`` over the range: the value of rank ``k`` is the first ``v`` whose cumulative count
+    exceeds ``k``, the very element ``numpy.partition`` puts at ``k``. The result is ``min + offset``, an
+    integer of magnitude below 2**24, so exactly the float32 of that element (a zero picked from a row holding
+    -0.0 is left to ``numpy.partition``, whose choice between the two zeros is its own).
+    """
+    n = row.shape[0]
+    if n == 0:
+        return None
+    low, high = float(row.min()), float(row.max())
+    if not (-_EXACT_FLOAT32_INTEGERS < low and high < _EXACT_FLOAT32_INTEGERS):  # also refuses NaN and inf
+        return None
+    span = int(high - low) if high - low == int(high - low) else -1
+    if span < 0 or span > max(_COUNTING_MIN_SPAN, 4 * n):
+        return None
+    sample = row[:: max(1, n // 1024)]
+    if not np.array_equal(np.trunc(sample), sample):  # float data: refused after a few hundred values
+        return None
+    if not np.array_equal(np.trunc(row), row):
+        return None
+    ints = row.astype(np.intp)
+    ints -= int(low)
+    cumulative = np.cumsum(np.bincount(ints, minlength=span + 1))
+    values = (low + np.searchsorted(cumulative, np.asarray(ranks), side="right")).astype(np.float32)
+    if (values == 0).any() and np.signbit(row[row == 0]).any():
+        return None  # which of +0.0 and -0.0 partition picks is its own affair: let it pick
+    return values
+
+
 def _percentile_pair(flat: torch.Tensor, low: float, high: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-row percentiles ``low`` and ``high`` (nearest rank, like ``numpy.percentile(method='nearest')``) of
-    ``(N, P)``. On the CPU both come from one ``numpy.partition`` pass (several times faster than two
-    ``kthvalue`` calls on 512 x 512 slices); elsewhere ``kthvalue`` runs on the device. Both give the exact
-    same order statistics."""
+    ``(N, P)``. On the CPU, rows of integer values in a small range (CT, MR stored values) are counted
+    (:func:`_integer_order_stats`, about 3x faster on 512 x 512 slices) and other rows go through one
+    ``numpy.partition`` pass (several times faster than two ``kthvalue`` calls); elsewhere ``kthvalue`` runs
+    on the device. All give the exact same order statistics, bit for bit."""
     n = flat.shape[1]
     k_lo, k_hi = _ranks(n, low), _ranks(n, high)
     if flat.device.type == "cpu" and not flat.requires_grad:
-        part = np.partition(flat.numpy(), [k_lo, k_hi], axis=1)
-        return torch.from_numpy(part[:, k_lo].copy()), torch.from_numpy(part[:, k_hi].copy())
+        rows = flat.numpy()
+        out = np.empty((rows.shape[0], 2), dtype=rows.dtype)
+        for i, row in enumerate(rows):
+            counted = _integer_order_stats(row, (k_lo, k_hi)) if row.dtype == np.float32 else None
+            if counted is None:
+                part = np.partition(row, [k_lo, k_hi])
+                counted = part[[k_lo, k_hi]]
+            out[i] = counted
+        return torch.from_numpy(out[:, 0].copy()), torch.from_numpy(out[:, 1].copy())
     return flat.kthvalue(k_lo + 1, dim=1).values, flat.kthvalue(k_hi + 1, dim=1).values
 
 
