@@ -166,3 +166,18 @@ def test_real_patient_cards_carry_data_sequence_and_licence():
         assert card.scoring.get("rule") and "validation" in card.scoring["chosen_by"]
     kinds = {c.kind for c in real}
     assert "intensity" in kinds  # the baseline is listed like every model
+
+
+def test_intensity_prior_keeps_only_brighter_than_normal_pixels():
+    from ae4ad_core.postprocess import fit_intensity_prior
+
+    normals = torch.full((4, 1, 8, 8), -1.0)
+    normals[..., 2:6, 2:6] = torch.linspace(-0.5, 0.5, 16).view(4, 4)
+    level = fit_intensity_prior(normals, percentile=50.0)
+    assert level == pytest.approx(float(torch.linspace(-0.5, 0.5, 16).median()), abs=0.07)
+    x = normals[:1].clone()
+    rule = MapScoring(residual="absolute", intensity_prior=level)
+    maps = finish_maps(torch.ones(1, 8, 8), x, rule)
+    assert torch.equal(maps[0] > 0, x[0, 0] > level)
+    assert "brighter than normal brain" in rule.describe()
+    assert MapScoring.from_dict(rule.to_dict()) == rule
