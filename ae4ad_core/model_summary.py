@@ -18,6 +18,7 @@ __all__ = [
     "default_model_name",
     "default_model_for",
     "sequence_note",
+    "reconstruction_note",
     "zoo_rows",
     "zoo_markdown",
     "crossval_rows",
@@ -178,6 +179,15 @@ def sequence_note(card, case_sequence: str | None) -> str | None:
 
     return (f"This model was trained on {words(*model)}, but this case is one of the {words(*case)}: its "
             "scores and threshold do not apply here. Pick a model of the case's sequence for a fair result.")
+
+
+def reconstruction_note(card) -> str | None:
+    """What the Reconstruction view means for a model that redraws nothing (the plain-intensity baseline)."""
+    if card.kind != "intensity":
+        return None
+    return ("This baseline redraws nothing (the flat grey is the brain's mean intensity): its anomaly map is the "
+            "standardised intensity itself, so anything brighter than normal brain lights up. Every learned "
+            "model should beat it to earn its place.")
 
 
 ZOO_COLUMNS = ("model", "mode", "type", "sequence", "data", "d", "input (px)", "image AUROC",

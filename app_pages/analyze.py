@@ -179,6 +179,8 @@ with views:
     left.caption(
         render.legend_html(preset, image, truth is not None, truth_label=truth_label), unsafe_allow_html=True
     )
+    if note := model_summary.reconstruction_note(card):
+        left.caption(f":material/info: {note}")
     right.image(render.colorbar_png(analysis.display_max), width="stretch")
 
 # ----------------------------------------------------------------------------------------------- verdict

@@ -191,3 +191,8 @@ def test_cli_markdown_is_the_page_table_then_the_crossvalidation(tmp_path, monke
     out = zoo_markdown_table(cards)
     assert out.startswith("| model | mode |") and "Cross-validated over patients, FLAIR (mean ± std)" in out
     assert "| flair-intensity | reconstruction | 4 | 0.850 ± 0.100 |" in out
+
+
+def test_reconstruction_note_only_for_the_baseline():
+    assert "redraws nothing" in model_summary.reconstruction_note(_real("flair-intensity", "intensity"))
+    assert model_summary.reconstruction_note(_real("flair-ae-d8")) is None
