@@ -153,8 +153,8 @@ def cmd_score(args) -> int:
     from tqdm.auto import tqdm
 
     from .analysis import analyze
-    from .plotting import overlay_rgb
     from .registry import load_model
+    from .render import overlay_rgb
 
     if args.dicom and not args.out:
         raise Ae4adError("--dicom writes files: give the folder with --out DIR.")
@@ -171,23 +171,19 @@ def cmd_score(args) -> int:
             f"{img.name}: slice {outside[0]} does not exist; the image has {img.n_slices} slice(s) "
             f"(0-{img.n_slices - 1})."
         )
-    results = []
-    analyses = []
     out = Path(args.out) if args.out else None
     if out:
         out.mkdir(parents=True, exist_ok=True)
-    for start in tqdm(range(0, len(indices), 32), desc="scoring", unit="batch", disable=len(indices) <= 32):
-        chunk = indices[start: start + 32]
-        res = analyze(img.pixels, loaded, mode=args.mode, slice_indices=chunk)
-        results.extend(res.records())
-        analyses.append(res)
-        if out:
-            from PIL import Image as PILImage
+    res = analyze(img.pixels, loaded, mode=args.mode, slice_indices=indices)  # batched inside (score_in_batches)
+    results = res.records()
+    analyses = [res]
+    if out:
+        from PIL import Image as PILImage
 
-            for i, idx in enumerate(res.slice_indices):
-                rgb = overlay_rgb(img.pixels[idx], res.map_in_input_space(i), vmax=res.display_max, alpha=0.5,
-                                  outline=res.outline_in_input_space(i), window=img.default_window)
-                PILImage.fromarray(rgb).save(out / f"{_stem(img.name)}_slice{idx:03d}_{args.mode}.png")
+        for i, idx in enumerate(tqdm(res.slice_indices, desc="maps", unit="slice", disable=len(indices) <= 32)):
+            rgb = overlay_rgb(img.pixels[idx], res.map_in_input_space(i), vmax=res.display_max, alpha=0.5,
+                              outline=res.outline_in_input_space(i), window=img.default_window)
+            PILImage.fromarray(rgb).save(out / f"{_stem(img.name)}_slice{idx:03d}_{args.mode}.png")
     payload = {"file": img.name, "model": loaded.name, "mode": args.mode, "device": str(loaded.device),
                "volume_score": max(r["score"] for r in results),
                "volume_above_threshold": any(r["above_threshold"] for r in results), "slices": results}

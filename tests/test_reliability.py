@@ -81,7 +81,11 @@ def test_cli_reports_bad_file_in_one_line(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: broken.dcm")
 
 
-def test_unknown_model_suggests_closest():
-    proc = subprocess.run([sys.executable, "-m", "ae4ad_core.cli", "score", "x.png", "--model", "ae-d17"],
+def test_unknown_model_suggests_closest(tmp_path):
+    from PIL import Image as PILImage
+
+    png = tmp_path / "x.png"
+    PILImage.fromarray(np.zeros((16, 16), np.uint8)).save(png)  # a readable input: the model name is the error
+    proc = subprocess.run([sys.executable, "-m", "ae4ad_core.cli", "score", str(png), "--model", "ae-d17"],
                           capture_output=True, text=True)
-    assert proc.returncode == 2 and "Did you mean" in proc.stderr
+    assert proc.returncode == 2 and "Did you mean" in proc.stderr and proc.stderr.count("\n") == 1
