@@ -829,3 +829,74 @@ def test_struct_packing_of_the_crafted_png_header_is_valid() -> None:
     width, height = struct.unpack(">II", data[16:24])
     assert (width, height) == (100000, 100000)
     assert zlib.crc32(data[12:29]) == struct.unpack(">I", data[29:33])[0]
+
+
+# ------------------------------------------------------------------------------------------ pixels-only reads
+
+
+def _old_modality_lut(values: np.ndarray, slope: float, intercept: float, photometric: str, info) -> np.ndarray:
+    """The conversion before it was done in place: float64 arithmetic, one rounding to float32."""
+    frame = np.asarray(values.astype(np.float64) * slope + intercept, dtype=np.float32)
+    if photometric == "MONOCHROME1":  # v -> low + high - v over the stored range through the Modality LUT
+        low, high = float(info.min) * slope + intercept, float(info.max) * slope + intercept
+        frame = np.float32(low + high) - frame
+    return frame
+
+
+@pytest.mark.parametrize("metadata", ["full", "minimal"])
+@pytest.mark.parametrize("photometric", ["MONOCHROME2", "MONOCHROME1"])
+@pytest.mark.parametrize(
+    "dtype, slope, intercept",
+    [
+        (np.int16, 1.0, -1024.0),  # CT: the float32 fast path
+        (np.uint16, 1.0, -1024.0),
+        (np.uint8, 1.0, 7.0),
+        (np.int16, 0.5, -1024.0),
+        (np.uint16, 1.0, -1024.25),
+        (np.uint16, 2.5, 3.3),
+        (np.int16, -1.0, 0.0),
+    ],
+)
+def test_rescaled_pixels_are_bit_identical_to_float64_arithmetic(dtype, slope, intercept, photometric, metadata):
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(0)
+    stored = rng.integers(info.min, info.max, (2, 9, 7), endpoint=True).astype(dtype)
+    image = read_image(
+        dicom_bytes(stored, rescale=(slope, intercept), photometric=photometric), metadata=metadata
+    )
+    expected = np.stack([_old_modality_lut(frame, slope, intercept, photometric, info) for frame in stored])
+    assert image.pixels.dtype == np.float32
+    assert np.array_equal(image.pixels.view(np.uint32), expected.view(np.uint32))
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_minimal_metadata_reads_the_same_pixels_and_errors_as_full() -> None:
+    for path in PYDICOM_TEST_FILES:
+        try:
+            full = read_image(path)
+        except Ae4adError as error:
+            with pytest.raises(type(error)) as minimal_error:
+                read_image(path, metadata="minimal")
+            assert str(minimal_error.value) == str(error)
+            continue
+        minimal = read_image(path, metadata="minimal")
+        assert np.array_equal(minimal.pixels, full.pixels, equal_nan=True), path.name
+        assert minimal.default_window == full.default_window
+        assert minimal.metadata["applied"] == full.metadata["applied"]
+        if full.format == "dicom":
+            assert set(minimal.metadata) == {"format", "applied"}
+            assert minimal.spacing is None
+
+
+def test_minimal_metadata_holds_no_header_field_and_keeps_one_line_errors() -> None:
+    image = read_image(dicom_bytes(rescale=(1.0, -1024.0), window=(40.0, 400.0)), metadata="minimal")
+    applied = ["applied the Modality LUT (rescale slope 1 intercept -1024)"]
+    assert image.metadata == {"format": "dicom", "applied": applied}
+    assert image.default_window == (40.0, 400.0)
+    text = json.dumps(image.metadata)
+    assert not any(secret in text for secret in IDENTIFYING_STRINGS)
+    with pytest.raises(UnreadableImageError) as error:
+        read_image(dicom_bytes()[:-40], name="cut.dcm", metadata="minimal")
+    _assert_one_line_error(error.value, "cut.dcm")
+    with pytest.raises(ValueError, match="metadata level"):
+        read_image(dicom_bytes(), metadata="none")

@@ -130,6 +130,7 @@ class DicomReader(ImageReader):
             include_identifiers=options.include_identifiers,
             max_pixels=options.max_pixels,
             applied=list(options.applied),
+            minimal=options.metadata == "minimal",
         )
 
 
@@ -195,8 +196,17 @@ def _read_dicom(
     include_identifiers: bool,
     max_pixels: int,
     applied: list[str],
+    minimal: bool = False,
 ) -> Image:
     decoded = _decode_dicom(dataset, label, frames=frames, max_pixels=max_pixels, applied=applied)
+    if minimal:  # pixels only (screening): no header allow-list, no de-identification pass, no spacing
+        return Image(
+            pixels=decoded.pixels,
+            name=label,
+            format="dicom",
+            metadata={"format": "dicom", "applied": decoded.applied},
+            default_window=decoded.window,
+        )
     metadata = _dicom_metadata(dataset, decoded, include_identifiers=include_identifiers)
     return Image(
         pixels=decoded.pixels,
@@ -450,6 +460,8 @@ def _dicom_grayscale(
     for position, frame in enumerate(chosen):
         source = _modality_source(dataset, frame)
         values = raw[position]
+        target = pixels[position]  # each frame is converted to float32 once, straight into the output
+        written = False
         ends = np.array([stored_low, stored_high])
         if source is not None:
             if source.get("ModalityLUTSequence"):
@@ -462,7 +474,13 @@ def _dicom_grayscale(
                 if slope is None or intercept is None:
                     raise UnreadableImageError(f"{label}: DICOM Rescale Slope/Intercept are not numbers")
                 if (slope, intercept) != (1.0, 0.0):
-                    values = values.astype(np.float64) * slope + intercept
+                    if not use_voi_lut and _exact_in_float32(values, slope, intercept):
+                        np.add(values, np.float32(intercept), out=target, dtype=np.float32)
+                        written = True
+                    else:  # the float64 arithmetic, in one buffer, then one rounding to float32
+                        values = values.astype(np.float64)
+                        values *= slope
+                        values += intercept
                     ends = ends * slope + intercept
                     modality_kinds.add(f"rescale slope {slope:g} intercept {intercept:g}")
         if use_voi_lut:
@@ -470,10 +488,10 @@ def _dicom_grayscale(
             ends = apply_voi_lut(np.rint(ends).astype(np.int64), dataset, prefer_lut=True)
         low, high = float(np.min(ends)), float(np.max(ends))
         ranges.append((low, high))
-        frame_pixels = np.asarray(values, dtype=np.float32)
+        if not written:
+            np.copyto(target, values, casting="unsafe")
         if photometric == "MONOCHROME1":
-            frame_pixels = np.float32(low + high) - frame_pixels
-        pixels[position] = frame_pixels
+            np.subtract(np.float32(low + high), target, out=target)
     for kind in sorted(modality_kinds):
         steps.append(f"applied the Modality LUT ({kind})")
     if use_voi_lut:
@@ -484,6 +502,19 @@ def _dicom_grayscale(
         if window is not None:
             window = (low + high - window[0], window[1])
     return pixels, window
+
+
+def _exact_in_float32(values: np.ndarray, slope: float, intercept: float) -> bool:
+    """Whether ``values * slope + intercept`` can be computed in float32 with the same result as in float64
+    then rounded to float32: integer stored values of at most 16 bits, slope 1 and an integer intercept give
+    integers below 2**24 in magnitude, exact in both (the common CT case: intercept -1024)."""
+    return (
+        slope == 1.0
+        and float(intercept).is_integer()
+        and abs(intercept) < 2**23
+        and values.dtype.kind in "iu"
+        and values.dtype.itemsize <= 2
+    )
 
 
 def _dicom_spacing(dataset) -> tuple[float, float] | None:

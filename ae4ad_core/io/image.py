@@ -25,6 +25,7 @@ from ..errors import (
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "METADATA_LEVELS",
     "SUPPORTED_EXTENSIONS",
     "Image",
     "ImageReader",
@@ -143,7 +144,7 @@ class ReadOptions:
 
     ``frames`` is already checked (a tuple of ints or ``None``), ``slice_axis`` one of the three planes and
     ``max_pixels`` a positive int; ``applied`` lists the conversions made before the reader (``"decompressed
-    gzip"``).
+    gzip"``). ``metadata`` is ``"full"`` or ``"minimal"`` (see :data:`METADATA_LEVELS`).
     """
 
     frames: tuple[int, ...] | None = None
@@ -151,6 +152,14 @@ class ReadOptions:
     include_identifiers: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
     applied: tuple[str, ...] = ()
+    metadata: str = "full"
+
+
+METADATA_LEVELS = ("full", "minimal")
+"""What :func:`~ae4ad_core.io.read_image` puts next to the pixels: ``"full"`` (the de-identified header
+fields, spacing, default window...) or ``"minimal"`` (pixels only, for screening: a DICOM image then comes back
+with ``metadata == {"format": "dicom", "applied": [...]}``, its default window and no spacing; the header
+allow-list and the de-identification pass are skipped). Readers of other formats may return more."""
 
 
 class ImageReader:

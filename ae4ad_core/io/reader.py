@@ -25,6 +25,7 @@ from .dicom import DicomReader
 from .dicom_series import _parse_if_dicom, _read_group, _series_key
 from .image import (
     _SLICE_AXES,
+    METADATA_LEVELS,
     Image,
     ImageReader,
     ReadOptions,
@@ -60,6 +61,7 @@ def read_image(
     slice_axis: str = "axial",
     include_identifiers: bool = False,
     max_pixels: int | None = None,
+    metadata: str = "full",
 ) -> Image:
     """Read one DICOM, NIfTI, PNG, JPEG, TIFF, BMP, GIF or WebP file.
 
@@ -81,6 +83,10 @@ def read_image(
     max_pixels : int, optional
         Cap on the total number of pixels to decode; defaults to ``AE4AD_MAX_PIXELS`` from the environment,
         else :data:`DEFAULT_MAX_PIXELS`.
+    metadata : {"full", "minimal"}
+        ``"minimal"`` reads the pixels only (screening): a DICOM file skips the header allow-list and the
+        de-identification pass, and its :class:`Image` holds ``{"format", "applied"}`` as metadata and no
+        spacing. Pixels, checks and errors are the same as with ``"full"``.
 
     Returns
     -------
@@ -100,17 +106,23 @@ def read_image(
     SliceSelectionError
         An index in ``frames`` is outside the file (an ``IndexError`` too).
     InvalidOptionError
-        ``slice_axis`` is not one of the three planes (a ``ValueError`` too).
+        ``slice_axis`` is not one of the three planes, or ``metadata`` not one of the two levels (a
+        ``ValueError`` too).
     ValueError
         ``max_pixels`` (or ``AE4AD_MAX_PIXELS``) is not a positive integer.
     """
     label = _clean_name(name) if name is not None else _default_name(source)
     limit = _resolve_max_pixels(max_pixels)
     axis = look_up_option(slice_axis, _SLICE_AXES, what="slice axis")
+    level = look_up_option(metadata, METADATA_LEVELS, what="metadata level")
     selection = _check_frames_argument(frames)
     data = _load_bytes(source, label, limit)
     options = ReadOptions(
-        frames=selection, slice_axis=axis, include_identifiers=include_identifiers, max_pixels=limit
+        frames=selection,
+        slice_axis=axis,
+        include_identifiers=include_identifiers,
+        max_pixels=limit,
+        metadata=level,
     )
     with _error_boundary(label):
         return _read_bytes(data, label, options)
