@@ -376,9 +376,9 @@ def main(argv: list[str] | None = None) -> int:
     from .brats import find_patients, patient_slices
 
     p = argparse.ArgumentParser(prog="ae4ad crossval", description=__doc__.split("\n")[0])
-    p.add_argument("--data", required=True, help="folder of BraTS patient folders (or a build-real .npz)")
+    p.add_argument("--data", default=None, help="folder of BraTS patient folders (or a build-real .npz)")
     p.add_argument("--sequence", default="flair")
-    p.add_argument("--out", required=True, help="JSON-lines results file (resumable)")
+    p.add_argument("--out", default=None, help="JSON-lines results file (resumable)")
     p.add_argument("--models", default=None, help="comma-separated subset of the recipe's names")
     p.add_argument("--epochs", type=int, default=150)
     p.add_argument("--progress", action="store_true")
@@ -396,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
                           report_path=assets_dir() / "real" / CROSSVAL_FILE)
         print(crossval_markdown(report))
         return 0
+    if not args.data or not args.out:
+        p.error("--data and --out are required (unless --finalise)")
     torch.manual_seed(0)
     if str(args.data).endswith(".npz"):
         from .brats import load_real_slices
