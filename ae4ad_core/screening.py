@@ -38,7 +38,9 @@ Every rank writes its own parts; after a barrier rank 0 merges. One process is t
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import math
 import os
 import shutil
 import time
@@ -46,9 +48,9 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import torch
 
 from .analysis import calibration_of
@@ -58,6 +60,9 @@ from .io import read_image
 from .preprocess import PreprocessConfig, prepare_slices
 from .registry import LoadedModel, load_model
 from .scoring import check_mode, score_batch
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "COLUMNS",
@@ -200,7 +205,7 @@ class _FileSlices(torch.utils.data.Dataset):
         path, key = self.files[index]
         t0 = time.perf_counter()
         try:
-            image = read_image(path, name=key)
+            image = read_image(path, name=key, metadata="minimal")  # rows need the pixels only
         except Exception as exc:  # noqa: BLE001 - a bad file is a row, never the end of the run
             return _Item(key, None, _one_line(exc), time.perf_counter() - t0, 0.0)
         t1 = time.perf_counter()
@@ -216,6 +221,16 @@ class _FileSlices(torch.utils.data.Dataset):
                 time.perf_counter() - t1,
             )
         return _Item(key, x.numpy(), "", t1 - t0, time.perf_counter() - t1)
+
+
+class _NoBar:
+    """Stands for the tqdm bar when there is none (tqdm is then not even imported)."""
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def _identity(item):
@@ -248,12 +263,79 @@ def default_num_workers(n_files: int, *, world_size: int = 1) -> int:
 # ------------------------------------------------------------------------------------------------ tables
 
 
-def _empty() -> pd.DataFrame:
-    return _normalise(pd.DataFrame({c: [] for c in COLUMNS}))
+# Rows are dicts of plain Python values: ``slice`` int or None; ``score``, ``threshold``, ``percentile`` float or
+# None; ``above_threshold`` bool or None; the text columns str. CSV parts and outputs are read and written with the
+# csv module, byte for byte as pandas writes the normalised frame; pandas is imported for Parquet only (and by
+# :func:`read_results`, which returns a DataFrame).
+
+_FLOAT_COLUMNS = ("score", "threshold", "percentile")
+_TEXT_COLUMNS = ("model", "mode", "error")
+
+
+def _number(value) -> float | None:
+    """A float, or None for an empty cell, NaN or a missing value (None, pandas.NA)."""
+    if value is None or isinstance(value, str) and value.strip() == "":
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):  # pandas.NA, or text that is not a number
+        return None
+    return None if math.isnan(number) else number
+
+
+def _row(raw: dict) -> dict:
+    """One row with the column types above, from the scorer, a CSV record or a Parquet record."""
+    position = _number(raw.get("slice"))
+    above = raw.get("above_threshold")
+    if isinstance(above, str):
+        above = None if above == "" else above.lower() in ("true", "1")
+    elif above is None or (isinstance(above, float) and math.isnan(above)) or str(above) == "<NA>":
+        above = None
+    else:
+        above = bool(above)
+    row = {
+        "file": str(raw.get("file")),
+        "slice": None if position is None else int(position),
+        "above_threshold": above,
+    }
+    for column in _FLOAT_COLUMNS:
+        row[column] = _number(raw.get(column))
+    for column in _TEXT_COLUMNS:
+        value = raw.get(column)
+        row[column] = "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+    return {column: row[column] for column in COLUMNS}
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def _write_csv(rows: list[dict], path: Path) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(COLUMNS)
+        writer.writerows([_cell(row[column]) for column in COLUMNS] for row in rows)
+
+
+def _read_csv(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return [_row(record) for record in csv.DictReader(handle)]
+
+
+def _frame(rows: list[dict]) -> pd.DataFrame:
+    import pandas as pd
+
+    return _normalise(pd.DataFrame(rows, columns=list(COLUMNS)))
 
 
 def _normalise(df: pd.DataFrame) -> pd.DataFrame:
     """Columns in order with stable dtypes (so CSV and Parquet round trips compare equal)."""
+    import pandas as pd
+
     df = df.reindex(columns=list(COLUMNS))
     out = pd.DataFrame(
         {
@@ -281,6 +363,8 @@ def _normalise(df: pd.DataFrame) -> pd.DataFrame:
 
 def read_results(path: str | os.PathLike) -> pd.DataFrame:
     """Read a screening output (CSV or Parquet, by suffix) with the dtypes :func:`screen` writes."""
+    import pandas as pd
+
     path = Path(path)
     suffix = _suffix(path)
     if suffix == ".parquet":
@@ -301,6 +385,15 @@ def read_results(path: str | os.PathLike) -> pd.DataFrame:
     return _normalise(df)
 
 
+def _read_rows(path: Path) -> list[dict]:
+    """The rows of a screening output or part (CSV or Parquet, by suffix)."""
+    if _suffix(path) == ".parquet":
+        import pandas as pd
+
+        return [_row(record) for record in pd.read_parquet(path).to_dict("records")]
+    return _read_csv(path)
+
+
 def _suffix(path: Path) -> str:
     suffix = path.suffix.lower()
     if suffix not in _WRITERS:
@@ -308,14 +401,14 @@ def _suffix(path: Path) -> str:
     return suffix
 
 
-def _write_atomic(df: pd.DataFrame, path: Path) -> None:
-    """Write ``df`` next to ``path`` under a temporary name, then rename it onto ``path``."""
+def _write_atomic(rows: list[dict], path: Path) -> None:
+    """Write ``rows`` next to ``path`` under a temporary name, then rename it onto ``path``."""
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         if _suffix(path) == ".parquet":
-            df.to_parquet(tmp, index=False)
+            _frame(rows).to_parquet(tmp, index=False)
         else:
-            df.to_csv(tmp, index=False)
+            _write_csv(rows, tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -326,17 +419,27 @@ def _parts_dir(out: Path) -> Path:
     return out.parent / f".{out.name}.parts"
 
 
-def _read_previous(out: Path) -> pd.DataFrame:
-    frames = [read_results(out)] if out.is_file() else []
-    parts = _parts_dir(out)
-    if parts.is_dir():
-        frames += [read_results(p) for p in sorted(parts.glob("*.csv"))]
-    return pd.concat(frames, ignore_index=True) if frames else _empty()
+def _read_previous(out: Path) -> list[dict]:
+    rows = _read_rows(out) if out.is_file() else []
+    return rows + _read_parts_only(_parts_dir(out))
 
 
-def _check_same_run(previous: pd.DataFrame, model: str, mode: str, out: Path) -> None:
+def _read_parts_only(parts: Path) -> list[dict]:
+    return [row for p in sorted(parts.glob("*.csv")) for row in _read_csv(p)] if parts.is_dir() else []
+
+
+def _merge(rows: list[dict]) -> list[dict]:
+    """One row per ``(file, slice)`` (the last one wins), sorted by file then slice (a file's error row first)."""
+    unique = {(row["file"], row["slice"]): row for row in rows}
+    return sorted(
+        unique.values(),
+        key=lambda row: (row["file"], row["slice"] is not None, row["slice"] if row["slice"] is not None else 0),
+    )
+
+
+def _check_same_run(previous: list[dict], model: str, mode: str, out: Path) -> None:
     for column, value in (("model", model), ("mode", mode)):
-        seen = set(previous.loc[previous[column] != "", column])
+        seen = {row[column] for row in previous if row[column] != ""}
         if seen - {value}:
             raise Ae4adError(
                 f"{out.name} holds results of {column} {sorted(seen)[0]!r}, not {value!r}: pass another --out, "
@@ -485,8 +588,6 @@ def screen(
     ScreenSummary
         On every rank, after the output is merged.
     """
-    from tqdm.auto import tqdm
-
     t_start = time.perf_counter()
     if batch_size < 1 or chunk_size < 1:
         raise ValueError(f"batch_size and chunk_size must be >= 1, got {batch_size}, {chunk_size}.")
@@ -507,9 +608,9 @@ def screen(
     if not resume and rank == 0:
         shutil.rmtree(parts, ignore_errors=True)
     _barrier(world)
-    previous = _read_previous(out) if resume else _empty()
+    previous = _read_previous(out) if resume else []
     _check_same_run(previous, name, mode, out)
-    done = set(previous["file"])
+    done = {row["file"] for row in previous}
     mine = [f for f in files[rank::world] if f[1] not in done]
     n_skipped = sum(1 for _, key in files if key in done)
 
@@ -523,7 +624,7 @@ def screen(
         if not pending:
             return
         parts.mkdir(parents=True, exist_ok=True)
-        _write_atomic(_normalise(pd.DataFrame(pending)), parts / f"r{rank:03d}-{token}-{seq:06d}.csv")
+        _write_atomic([_row(row) for row in pending], parts / f"r{rank:03d}-{token}-{seq:06d}.csv")
         seq += 1
         pending, pending_files = [], 0
 
@@ -545,9 +646,12 @@ def screen(
         collate_fn=_identity,
         worker_init_fn=_worker_init if num_workers else None,
     )
-    bar = tqdm(
-        total=len(mine), desc=f"screen {name} ({mode})", unit="file", disable=not progress or rank != 0
-    )
+    if progress and rank == 0:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(mine), desc=f"screen {name} ({mode})", unit="file")
+    else:
+        bar = _NoBar()
     # Decoding and preprocessing one slice are a chain of small operations: several intra-op threads only
     # add synchronisation (and, on a busy machine, make them many times slower), so a process that decodes
     # uses one thread, as the workers do.
@@ -574,14 +678,13 @@ def screen(
     n_processed, decode_s, prep_s, score_s = _all_sum([len(mine), decode_s, prep_s, scorer.seconds], world)
     _barrier(world)
     if rank == 0:
-        merged = _read_previous(out) if resume else _read_parts_only(parts)
-        merged = merged.drop_duplicates(subset=["file", "slice"], keep="last")
-        merged = merged.sort_values(["file", "slice"], na_position="first", kind="mergesort")
+        final = _merge(_read_previous(out) if resume else _read_parts_only(parts))
         out.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(merged.reset_index(drop=True), out)
+        _write_atomic(final, out)
         shutil.rmtree(parts, ignore_errors=True)
     _barrier(world)
-    final = read_results(out)
+    if rank != 0:
+        final = _read_rows(out)
     seconds = time.perf_counter() - t_start
     return ScreenSummary(
         out=out,
@@ -590,9 +693,9 @@ def screen(
         n_files=len(files),
         n_skipped=n_skipped,
         n_processed=int(n_processed),
-        n_rows=int(final["slice"].notna().sum()),
-        n_errors=int((final["error"] != "").sum()),
-        n_above=int(final["above_threshold"].fillna(False).sum()),
+        n_rows=sum(row["slice"] is not None for row in final),
+        n_errors=sum(row["error"] != "" for row in final),
+        n_above=sum(row["above_threshold"] is True for row in final),
         seconds=seconds,
         files_per_second=n_processed / max(seconds, 1e-9),
         decode_seconds=decode_s,
@@ -600,11 +703,6 @@ def screen(
         score_seconds=score_s,
         world_size=world,
     )
-
-
-def _read_parts_only(parts: Path) -> pd.DataFrame:
-    frames = [read_results(p) for p in sorted(parts.glob("*.csv"))] if parts.is_dir() else []
-    return pd.concat(frames, ignore_index=True) if frames else _empty()
 
 
 # ------------------------------------------------------------------------------------------------ CLI
