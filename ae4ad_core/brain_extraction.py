@@ -36,7 +36,7 @@ Volume (reference mask)                               Dice         ms per 256 x 
 ====================================================  ===========  ==============================
 Colin27 ``ch2``, 1 mm, 3D path (``ch2bet`` > 0)        0.959        80-150 (load 6 on 2 cores)
 TCGA-FG-6692 T1c, 5.5 mm, slice path (its mask)       0.880        32-43 (load 6 on 2 cores)
-TCGA-FG-6692 T1c, slice 13 alone (2D input)           0.757        31-46 (load 6 on 2 cores)
+TCGA-FG-6692 T1c, slice 13 alone (2D input)           0.759        31-46 (load 6 on 2 cores)
 ====================================================  ===========  ==============================
 
 The issue's targets were Dice >= 0.95 on both volumes and <= 100 ms per slice: Colin27 meets the Dice target,
@@ -74,12 +74,14 @@ __all__ = [
 THIN_SLICE_MM = 2.5
 """Slices at most this thick are treated as a 3D grid (3D morphology); thicker ones slice by slice."""
 
-METHOD = "classical: head threshold, brain intensity band, erosion, largest component, dilation, closing"
+METHOD = (
+    "classical: head threshold, brain intensity band, erosion, central components, dilation, closing, hull"
+)
 
 MEASURED: dict = {
     "colin27_ch2_dice": 0.9589,
     "tcga_fg_6692_t1c_dice": 0.8796,
-    "tcga_fg_6692_t1c_slice13_2d_dice": 0.7574,
+    "tcga_fg_6692_t1c_slice13_2d_dice": 0.759,
     "ms_per_256_slice": {"colin27_3d": (81, 152), "tcga_slices": (32, 43), "single_slice_2d": (31, 46)},
     "load_average": 6.0,
     "command": "OMP_NUM_THREADS=1 python -m ae4ad_core.brain_extraction IMAGE REFERENCE_MASK",
@@ -284,6 +286,7 @@ def extract_brain(
     centre = v[tuple(box)][head[tuple(box)]]
     median = float(np.median(centre))
     spread = float(1.4826 * np.median(np.abs(centre - median))) or float(centre.std()) or 1.0
+    spread = max(spread, 0.05 * abs(median))  # a nearly uniform centre (a phantom) still gets a usable band
     candidates = head & (v > median - k_low * spread) & (v < median + k_high * spread)
     core = _central_components(distance(candidates) > erode_mm, tuple(box))
     if not core.any():

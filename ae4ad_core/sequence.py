@@ -327,12 +327,13 @@ def sequence_from_name(name: str) -> SequenceGuess:
 def sequence_from_pixels(pixels: np.ndarray) -> tuple[str | None, list[str], dict]:
     """Clues in the intensities alone: ``(modality or None, reasons, facts)``.
 
-    ``facts`` has ``hounsfield_like`` (air near -1000 and values above 300: CT), ``skull_stripped`` (a constant
-    background covering at least a third of the image around the rest) and ``standardised`` (that rest has mean
-    about 0 and standard deviation about 1: z-scored inside the brain, as BraTS prepares it)."""
+    ``facts`` has ``hounsfield_like`` (air near -1000 and values above 300: CT), ``constant_background`` (one
+    lowest value covers at least a third of the image: zero-filled air, or the background of a skull-stripped
+    image) and ``standardised`` (the rest has mean about 0 and standard deviation about 1: skull-stripped and
+    z-scored inside the brain, as BraTS prepares it)."""
     x = np.asarray(pixels, dtype=np.float32)
     finite = x[np.isfinite(x)]
-    facts = {"hounsfield_like": False, "skull_stripped": False, "standardised": False}
+    facts = {"hounsfield_like": False, "constant_background": False, "standardised": False}
     reasons: list[str] = []
     if finite.size == 0:
         return None, reasons, facts
@@ -348,7 +349,7 @@ def sequence_from_pixels(pixels: np.ndarray) -> tuple[str | None, list[str], dic
     background = finite == mode
     share = float(background.mean())
     if share >= 1 / 3 and mode <= float(np.percentile(finite, 1)) + 1e-6 and share < 0.99:
-        facts["skull_stripped"] = True
+        facts["constant_background"] = True
         rest = finite[~background]
         mean, std = float(rest.mean()), float(rest.std())
         if abs(mean) < 0.3 and 0.7 < std < 1.4:
@@ -357,8 +358,6 @@ def sequence_from_pixels(pixels: np.ndarray) -> tuple[str | None, list[str], dic
                 f"a constant background ({share:.0%}) around values of mean {mean:.2f} and SD "
                 f"{std:.2f}: already skull-stripped and z-scored"
             )
-        else:
-            reasons.append(f"a constant background covers {share:.0%} of the image: probably skull-stripped")
     return None, reasons, facts
 
 
@@ -386,6 +385,6 @@ def detect_sequence(image) -> SequenceGuess:
     if reasons:
         guess = SequenceGuess(guess.sequence, guess.modality, guess.body_part, guess.confidence,
                               guess.reasons + reasons)  # fmt: skip
-        if facts["skull_stripped"] and guess.body_part == "unknown" and guess.modality in ("MR", "unknown"):
+        if facts["standardised"] and guess.body_part == "unknown" and guess.modality in ("MR", "unknown"):
             guess = SequenceGuess(guess.sequence, guess.modality, "brain", guess.confidence, guess.reasons)
     return guess

@@ -180,7 +180,7 @@ def test_standardised_skull_stripped_pixels_are_recognised():
     z = np.full((2, 64, 64), -3.5, np.float32)
     z[:, 12:52, 12:52] = rng.standard_normal((2, 40, 40)).astype(np.float32)
     _, reasons, facts = sequence_from_pixels(z)
-    assert facts["skull_stripped"] and facts["standardised"] and reasons
+    assert facts["constant_background"] and facts["standardised"] and reasons
 
 
 def test_detect_sequence_on_a_png_by_name():

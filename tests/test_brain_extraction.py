@@ -1,0 +1,161 @@
+"""Brain extraction: synthetic heads, then the measured Dice on Colin27 (ch2 vs ch2bet) and the TCGA T1c.
+
+The real-data figures are those in :data:`ae4ad_core.brain_extraction.MEASURED` (measured with
+``OMP_NUM_THREADS=1 python -m ae4ad_core.brain_extraction IMAGE MASK``) minus a margin of 0.01; the data are
+skipped when missing, except under CI (``CI=true``), where missing data fail the test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ae4ad_core.brain_extraction import (
+    MEASURED,
+    THIN_SLICE_MM,
+    BrainMask,
+    dice_coefficient,
+    extract_brain,
+    extract_brain_from_image,
+    measure_extraction,
+    slice_thickness_mm,
+)
+from ae4ad_core.errors import DataError
+from ae4ad_core.io import read_image
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+TCGA_T1C = SHARED / "tcga-head" / "TCGA-FG-6692_t1c.nii.gz"
+TCGA_MASK = SHARED / "tcga-head" / "TCGA-FG-6692_t1c_brainmask.nii.gz"
+CH2 = Path("/usr/share/mricron/templates/ch2.nii.gz")
+CH2_BET = Path("/usr/share/mricron/templates/ch2bet.nii.gz")
+MARGIN = 0.01
+
+
+def _require(*paths: Path, hint: str) -> None:
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"missing test data {missing}: {hint}")
+        pytest.skip(f"missing test data {missing}: {hint}")
+
+
+def phantom_head(n: int = 1, size: int = 128, *, seed: int = 0, lesion: bool = False):
+    """A synthetic axial head: a brain ellipse (tissue with noise, darker ventricles), a dark CSF/skull ring,
+    a bright scalp ring and air. Returns ``(pixels (n, size, size) float32, brain mask)``; the brain shrinks
+    towards the first and last slice like a real head."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size].astype(np.float32)
+    cy, cx = size / 2, size / 2
+    pixels = np.zeros((n, size, size), np.float32)
+    brain = np.zeros((n, size, size), bool)
+    for k in range(n):
+        shrink = 1.0 if n == 1 else 0.75 + 0.25 * np.sin(np.pi * (k + 0.5) / n)
+        r = np.sqrt(((yy - cy) / (0.36 * size * shrink)) ** 2 + ((xx - cx) / (0.30 * size * shrink)) ** 2)
+        head = r < 1.30
+        skull = r < 1.12
+        inside = r < 1.0
+        img = np.where(head, 220.0, 0.0)  # scalp fat: bright
+        img = np.where(skull, 25.0, img)  # skull and CSF: dark
+        img = np.where(inside, 110.0, img)  # brain tissue
+        vent = np.sqrt(((yy - cy) / (0.08 * size)) ** 2 + ((xx - cx) / (0.05 * size)) ** 2) < 1
+        img = np.where(vent & inside, 40.0, img)  # ventricles: dark, inside the brain
+        if lesion:
+            les = np.sqrt((yy - cy + 0.2 * size) ** 2 + (xx - cx - 0.22 * size) ** 2) < 0.06 * size
+            img = np.where(les & inside, 260.0, img)  # a bright lesion at the cortex
+        pixels[k] = img + rng.normal(0, 6, img.shape) * head
+        brain[k] = inside
+    return np.clip(pixels, 0, None).astype(np.float32), brain
+
+
+def test_one_synthetic_slice():
+    pixels, truth = phantom_head(1)
+    result = extract_brain(pixels[0], spacing=(1.5, 1.5))
+    assert isinstance(result, BrainMask) and result.mask.shape == (1, 128, 128)
+    assert dice_coefficient(result.mask, truth) > 0.95
+    assert not result.mask[0, truth[0] == 0].sum() > 0.05 * truth.sum()  # the scalp stays out
+
+
+@pytest.mark.parametrize("thickness", [1.5, 5.0])
+def test_synthetic_volume_thin_and_thick_slices(thickness):
+    pixels, truth = phantom_head(12, seed=1)
+    result = extract_brain(pixels, spacing=(1.5, 1.5), slice_thickness=thickness)
+    assert result.parameters["three_d"] == (thickness <= THIN_SLICE_MM)
+    assert dice_coefficient(result.mask, truth) > 0.93
+    assert bool(result.notes) == (thickness > THIN_SLICE_MM)
+
+
+def test_a_bright_lesion_at_the_cortex_stays_in_the_brain():
+    pixels, truth = phantom_head(1, lesion=True, seed=2)
+    lesion = pixels[0] > 245
+    inside = lesion & truth[0]
+    kept = extract_brain(pixels, spacing=(1.5, 1.5)).mask[0][inside].mean()
+    without_hull = extract_brain(pixels, spacing=(1.5, 1.5), hull=False).mask[0][inside].mean()
+    assert inside.sum() > 20 and kept > 0.7 and kept > without_hull + 0.2, (kept, without_hull)
+
+
+def test_record_is_json_ready():
+    pixels, _ = phantom_head(3)
+    record = extract_brain(pixels, spacing=(1.5, 1.5), slice_thickness=5.0).to_record()
+    assert json.loads(json.dumps(record)) == record
+    assert 0 < record["brain_fraction"] < 1 and record["slices_with_brain"] == 3
+    assert record["method"].startswith("classical")
+
+
+@pytest.mark.parametrize(
+    ("array", "match"),
+    [(np.zeros((8, 8), np.float32), "constant"), (np.zeros((2, 2, 2, 2), np.float32), "needs an")],
+)
+def test_bad_inputs(array, match):
+    with pytest.raises(DataError, match=match):
+        extract_brain(array)
+
+
+def test_dice_coefficient():
+    a = np.zeros((4, 4), bool)
+    b = a.copy()
+    assert dice_coefficient(a, b) == 1.0
+    a[:2] = True
+    b[1:3] = True
+    assert dice_coefficient(a, b) == pytest.approx(0.5)
+    with pytest.raises(DataError, match="shape"):
+        dice_coefficient(a, b[:2])
+
+
+def test_slice_thickness_from_nifti_metadata():
+    from types import SimpleNamespace
+
+    nifti = SimpleNamespace(
+        metadata={"format": "nifti", "voxel_size": [0.9, 0.9, 5.5], "slice_axis": "axial"}
+    )
+    assert slice_thickness_mm(nifti) == 5.5
+    assert (
+        slice_thickness_mm(SimpleNamespace(metadata={"format": "dicom-series", "slice_spacing": 3.0})) == 3.0
+    )
+    assert slice_thickness_mm(SimpleNamespace(metadata={"format": "png"})) is None
+
+
+def test_colin27_with_skull_against_ch2bet():
+    _require(CH2, CH2_BET, hint="apt-get install -y mricron-data")
+    image = read_image(CH2)
+    result = extract_brain_from_image(image)
+    dice = dice_coefficient(result.mask, read_image(CH2_BET).pixels > 0)
+    assert dice >= MEASURED["colin27_ch2_dice"] - MARGIN, dice
+
+
+def test_tcga_t1c_against_its_brain_mask():
+    _require(TCGA_T1C, TCGA_MASK, hint="the shared data folder ../shared/data/tcga-head")
+    result = measure_extraction(TCGA_T1C, TCGA_MASK)
+    assert result["dice"] >= MEASURED["tcga_fg_6692_t1c_dice"] - MARGIN, result
+    assert result["slices"] == 26 and 0.15 < result["brain_fraction"] < 0.3
+
+
+def test_tcga_t1c_one_slice_alone():
+    _require(TCGA_T1C, TCGA_MASK, hint="the shared data folder ../shared/data/tcga-head")
+    image = read_image(TCGA_T1C, frames=[13])
+    truth = read_image(TCGA_MASK, frames=[13]).pixels > 0
+    mask = extract_brain(image.pixels[0], spacing=image.spacing).mask
+    assert dice_coefficient(mask, truth) >= MEASURED["tcga_fg_6692_t1c_slice13_2d_dice"] - MARGIN
