@@ -91,6 +91,7 @@ def prepare_whole_head(
     *,
     guess: SequenceGuess | None = None,
     brain_mask: np.ndarray | None = None,
+    extraction_method: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Brain extraction and standardisation of an upload for ``card``'s model, with a record of both.
 
@@ -105,6 +106,9 @@ def prepare_whole_head(
         The detection already made (:func:`ae4ad_core.sequence.detect_sequence` otherwise).
     brain_mask : (N, H, W) bool array, optional
         A brain mask to use instead of extracting one.
+    extraction_method : {"auto", "classical", "deepbet"}
+        See :func:`ae4ad_core.brain_extraction.extract_brain_from_image` (``"auto"``: deepbet when installed
+        and the stack has enough slices, else the classical method).
 
     Returns
     -------
@@ -139,7 +143,9 @@ def prepare_whole_head(
     else:
         _, _, facts = sequence_from_pixels(pixels)
         stripped = _background_mask(pixels) if facts["constant_background"] else None
-        extraction = None if facts["standardised"] else extract_brain_from_image(image)
+        extraction = (
+            None if facts["standardised"] else extract_brain_from_image(image, method=extraction_method)
+        )
         if (
             stripped is not None
             and stripped.any()
@@ -152,7 +158,7 @@ def prepare_whole_head(
                                    method="already skull-stripped: the brain is everything but the constant "
                                           "background")  # fmt: skip
         elif extraction is None:
-            extraction = extract_brain_from_image(image)
+            extraction = extract_brain_from_image(image, method=extraction_method)
     mask = extraction.mask
     if not mask.any():
         raise DataError(f"{image.name}: no brain found; give a brain mask or a skull-stripped image.")

@@ -16,10 +16,13 @@ import pytest
 
 from ae4ad_core.brain_extraction import (
     MEASURED,
+    MIN_SLICES_FOR_DEEPBET,
     THIN_SLICE_MM,
     BrainMask,
+    deepbet_available,
     dice_coefficient,
     extract_brain,
+    extract_brain_deepbet,
     extract_brain_from_image,
     measure_extraction,
     slice_thickness_mm,
@@ -141,14 +144,14 @@ def test_slice_thickness_from_nifti_metadata():
 def test_colin27_with_skull_against_ch2bet():
     _require(CH2, CH2_BET, hint="apt-get install -y mricron-data")
     image = read_image(CH2)
-    result = extract_brain_from_image(image)
+    result = extract_brain_from_image(image, method="classical")
     dice = dice_coefficient(result.mask, read_image(CH2_BET).pixels > 0)
     assert dice >= MEASURED["colin27_ch2_dice"] - MARGIN, dice
 
 
 def test_tcga_t1c_against_its_brain_mask():
     _require(TCGA_T1C, TCGA_MASK, hint="the shared data folder ../shared/data/tcga-head")
-    result = measure_extraction(TCGA_T1C, TCGA_MASK)
+    result = measure_extraction(TCGA_T1C, TCGA_MASK, method="classical")
     assert result["dice"] >= MEASURED["tcga_fg_6692_t1c_dice"] - MARGIN, result
     assert result["slices"] == 26 and 0.15 < result["brain_fraction"] < 0.3
 
@@ -159,3 +162,36 @@ def test_tcga_t1c_one_slice_alone():
     truth = read_image(TCGA_MASK, frames=[13]).pixels > 0
     mask = extract_brain(image.pixels[0], spacing=image.spacing).mask
     assert dice_coefficient(mask, truth) >= MEASURED["tcga_fg_6692_t1c_slice13_2d_dice"] - MARGIN
+
+
+def test_unknown_method_names_the_valid_ones():
+    from ae4ad_core.errors import InvalidOptionError
+    from ae4ad_core.io import Image
+
+    pixels, _ = phantom_head(1)
+    image = Image(pixels=pixels, name="phantom.nii.gz", format="nifti", metadata={}, spacing=(1.5, 1.5))
+    with pytest.raises(InvalidOptionError, match="classical"):
+        extract_brain_from_image(image, method="bet")
+    assert extract_brain_from_image(image, method="auto").method.startswith("classical")  # one slice
+
+
+needs_deepbet = pytest.mark.skipif(not deepbet_available(), reason="optional deepbet not installed")
+
+
+def test_deepbet_missing_says_what_to_install(monkeypatch):
+    import ae4ad_core.brain_extraction as module
+
+    monkeypatch.setattr(module, "deepbet_available", lambda: False)
+    with pytest.raises(DataError, match="pip install deepbet"):
+        extract_brain_deepbet(np.ones((4, 8, 8), np.float32))
+
+
+@needs_deepbet
+def test_deepbet_on_the_tcga_t1c_and_colin27():
+    _require(TCGA_T1C, TCGA_MASK, hint="the shared data folder ../shared/data/tcga-head")
+    result = measure_extraction(TCGA_T1C, TCGA_MASK, method="deepbet")
+    assert result["dice"] >= MEASURED["deepbet_tcga_fg_6692_t1c_dice"] - MARGIN, result
+    assert read_image(TCGA_T1C).n_slices >= MIN_SLICES_FOR_DEEPBET
+    if CH2.is_file():
+        result = measure_extraction(CH2, CH2_BET, method="deepbet")
+        assert result["dice"] >= MEASURED["deepbet_colin27_ch2_dice"] - MARGIN, result
