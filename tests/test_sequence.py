@@ -84,6 +84,8 @@ def test_sequence_from_synthetic_dicom_read_by_the_reader(case):
     assert guess.reasons and all(isinstance(r, str) for r in guess.reasons)
     assert 0.0 < guess.confidence <= 1.0
     assert "Doe" not in " ".join(guess.reasons)
+    if "SeriesDescription" in tags and sequence != "other":  # the reader keeps the description
+        assert any("series description" in r for r in guess.reasons), guess.reasons
 
 
 def test_contrast_agent_makes_t1c_from_a_dataset():
