@@ -5,7 +5,10 @@ each input, opens a fresh browser session, uploads the file through the real ``i
 until the verdict sentence is visible. Prints JSON: median and all timings per input, the server's peak RSS
 (VmHWM from /proc) and whether the targets (<= 2 s, <= 1.5 GB) are met.
 
-    python benchmarks/app_latency.py [--runs 5] [--home DIR] [--file PATH ...]
+    python benchmarks/app_latency.py [--runs 5] [--home DIR] [--file PATH ...] [--distinct]
+
+With ``--distinct`` every run uploads a new copy of the (DICOM) input with one pixel changed, so nothing is served
+from a cache: the latency of a clinic's next patient rather than of the same file again.
 
 Needs Debian's chromium (``apt-get install -y chromium``) and the ``playwright`` package (never
 ``playwright install``). Without models in the registry, a tiny AE and VAE are trained into a temporary home.
@@ -85,6 +88,23 @@ def time_upload(server, path: Path) -> tuple[float, float]:
         return time.perf_counter() - start, cpu_seconds(server.pid) - cpu
 
 
+def distinct_copies(path: Path, n: int, folder: Path) -> list[Path]:
+    """``n`` copies of a DICOM file under the same name, each with one pixel changed: the same picture, but new
+    content for every cache (reading, scoring, the charts), as a clinic's next patient would be."""
+    import pydicom
+
+    copies = []
+    for k in range(n):
+        dataset = pydicom.dcmread(path)
+        pixels = dataset.pixel_array.copy()
+        pixels.flat[-1] = pixels.flat[-1] + (k + 1) * 7
+        dataset.PixelData = pixels.tobytes()
+        (folder / f"copy{k}").mkdir(parents=True, exist_ok=True)
+        copies.append(folder / f"copy{k}" / path.name)
+        dataset.save_as(copies[-1])
+    return copies
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="uploads per input (median reported)")
@@ -97,6 +117,12 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=None,
         help="OMP_NUM_THREADS for the server (torch intra-op threads); default: torch's choice",
+    )
+    parser.add_argument(
+        "--distinct",
+        action="store_true",
+        help="upload a different copy of each DICOM input every run (one pixel changed), so that no cache "
+        "serves the reading, the scoring or the charts; default: the same file every run",
     )
     args = parser.parse_args(argv)
     if not chromium_available():
@@ -123,7 +149,12 @@ def main(argv: list[str] | None = None) -> int:
             time_upload(server, inputs[0])  # warm-up: first scoring pays one-time imports
             results = {}
             for path in inputs:
-                runs = [time_upload(server, path) for _ in range(args.runs)]
+                uploads = (
+                    distinct_copies(path, args.runs, Path(tmp) / "distinct")
+                    if args.distinct
+                    else [path] * args.runs
+                )
+                runs = [time_upload(server, upload) for upload in uploads]
                 times, cpu = [r[0] for r in runs], [r[1] for r in runs]
                 results[path.name] = {
                     "median_s": round(statistics.median(times), 3),
@@ -135,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "benchmark": "upload to verdict visible (Analyze page, real chromium)",
         "runs_per_input": args.runs,
+        "distinct_uploads": args.distinct,
         "upload_to_verdict": results,
         "server_peak_rss_mb": None if peak is None else round(peak / 2**20, 1),
         "models_loaded": models,
