@@ -50,6 +50,8 @@ __all__ = [
     "real_specs",
     "label_free_latent_dim",
     "finalise",
+    "rescore",
+    "score_fold_model",
     "REAL_DATA_LICENCE",
     "crossval_report",
     "crossval_markdown",
@@ -66,7 +68,8 @@ SCORING_GRID = [
 ]
 """Map choices tried on validation (pixel AP decides); each also with the intensity prior
 (:func:`ae4ad_core.postprocess.fit_intensity_prior` on the training normals)."""
-AGGREGATE_GRID = [("mean", 0.99), ("quantile", 0.9), ("quantile", 0.95), ("quantile", 0.99), ("quantile", 0.999)]
+AGGREGATE_GRID = [("mean", 0.99), ("quantile", 0.9), ("quantile", 0.95), ("quantile", 0.99), ("quantile", 0.999),
+                  ("squared_error", 0.99)]
 """Slice aggregations tried on validation once the map is fixed (slice AUROC decides)."""
 
 
@@ -147,7 +150,7 @@ def choose_scoring(inference, validation: SimpleNamespace, *, prep: PreprocessCo
     aggregates = []
     for agg, q in AGGREGATE_GRID:
         rule = replace(best, aggregate=agg, quantile=q)
-        auc = float(roc_auc_score(labels, aggregate_scores(maps, x, rule).numpy()))
+        auc = float(roc_auc_score(labels, aggregate_scores(maps, x, rule, recon).numpy()))
         aggregates.append({"aggregate": agg, "quantile": q, "slice_auroc": auc})
         if auc > best_auc + 1e-9:
             best_auc, chosen = auc, rule
@@ -170,10 +173,7 @@ def train_fold_model(config, by_patient: dict[str, PatientSlices], fold: Fold, *
                      description: str = "", progress: bool = False) -> FoldModel:  # fmt: skip
     """Train ``config`` on the fold's training normals, choose its map scoring on validation, calibrate on the
     calibration patient's normals; returns an in-memory :class:`~ae4ad_core.registry.LoadedModel`."""
-    from .calibration import calibrate
-    from .models import fuse_for_inference
-    from .registry import LoadedModel, ModelCard
-    from .training import model_inputs, round_like_stored, train
+    from .training import round_like_stored, train
 
     t0 = time.perf_counter()
     train_set = _stack([by_patient[p] for p in fold.train], tumour=False)
@@ -181,25 +181,44 @@ def train_fold_model(config, by_patient: dict[str, PatientSlices], fold: Fold, *
     result = train(config, train_set.images, cal_normals.images, preprocessing=prep, device="cpu",
                    progress=progress)
     model = round_like_stored(result.model, config.weights_dtype)  # choose and calibrate on what ships
+    last = result.history[-1] if result.history else {}
+    training = {"config": config.to_dict(), "final_loss": last.get("loss"),
+                "final_val_loss": next((h["val_loss"] for h in reversed(result.history) if "val_loss" in h), None),
+                "seconds": result.seconds, "device": result.device, "history": result.history}
+    fm = score_fold_model(model, config, by_patient, fold, name=name, sequence=sequence, prep=prep,
+                          description=description, training=training)
+    fm.seconds = time.perf_counter() - t0
+    return fm
+
+
+def score_fold_model(model, config, by_patient: dict[str, PatientSlices], fold: Fold, *, name: str,
+                     sequence: str, prep: PreprocessConfig = REAL_PREPROCESSING, description: str = "",
+                     training: dict | None = None) -> FoldModel:  # fmt: skip
+    """The part of :func:`train_fold_model` after training: choose the map scoring on validation, calibrate on
+    the calibration patient's normals, build the card. Also re-scores a kept fold model (:func:`rescore`)."""
+    from .calibration import calibrate
+    from .models import fuse_for_inference
+    from .postprocess import fit_intensity_prior
+    from .registry import LoadedModel, ModelCard
+    from .training import model_inputs
+
+    t0 = time.perf_counter()
+    train_set = _stack([by_patient[p] for p in fold.train], tumour=False)
+    cal_normals = _stack([by_patient[fold.calibration]], tumour=False)
     inference = fuse_for_inference(model)
     validation = _stack([by_patient[fold.calibration]]
                         + [replace_labels(by_patient[p]) for p in fold.train], tumour=None)
-    from .postprocess import fit_intensity_prior
-
     prior = fit_intensity_prior(model_inputs(train_set.images, prep))
     rule, choice = choose_scoring(inference, validation, prep=prep, prior_level=prior)
     cal = calibrate(inference, model_inputs(cal_normals.images, prep), fpr=config.fpr, scoring=rule)
     cal_fields, latent_fields = cal.to_card_fields()
-    last = result.history[-1] if result.history else {}
     card = ModelCard(
         name=name, architecture=config.model_config(), preprocessing=prep, description=description,
         training_data={
             "sequence": sequence, "n_train": int(len(train_set.images)), "n_val_normal": int(len(cal_normals.images)),
             "train_subjects": list(fold.train), "val_subjects": [fold.calibration], "test_subjects": [fold.test],
         },
-        training={"config": config.to_dict(), "final_loss": last.get("loss"),
-                  "final_val_loss": next((h["val_loss"] for h in reversed(result.history) if "val_loss" in h), None),
-                  "seconds": result.seconds, "device": result.device, "history": result.history},
+        training=dict(training or {}),
         calibration=cal_fields, latent=latent_fields,
         scoring={"rule": rule.to_dict(), "description": rule.describe(),
                  "chosen_by": "validation: pixel AP over brain pixels picks the map, slice AUROC the aggregation; "
@@ -210,6 +229,40 @@ def train_fold_model(config, by_patient: dict[str, PatientSlices], fold: Fold, *
     )
     loaded = LoadedModel(card=card, model=model, inference=inference, device=torch.device("cpu"))
     return FoldModel(loaded=loaded, fold=fold, choice=choice, seconds=time.perf_counter() - t0)
+
+
+def rescore(rows_path: Path | str, by_patient: dict[str, PatientSlices], *, keep_root: Path | str,
+            ship_root: Path | str | None = None, ship_fold: str | None = None) -> list[dict]:  # fmt: skip
+    """Re-choose the scoring, recalibrate and re-evaluate every kept fold model of a results file (after the
+    scoring grid changed), without training again; rewrites the file, and the shipped fold's models."""
+    from .registry import load_model
+
+    path = Path(rows_path)
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    folds = {f.test: f for f in leave_one_patient_out(list(by_patient))}
+    out = []
+    for row in rows:
+        seq, name, fold = row["sequence"], row["model"], folds[row["fold"]]
+        folder = Path(keep_root) / f"{seq}-{name}--{fold.test}"
+        kept = load_model(folder, device="cpu")
+        from .training import TrainConfig
+
+        cfg = kept.card.training.get("config", {})
+        config = TrainConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in cfg.items()})
+        shipped = ship_root is not None and fold.test == ship_fold
+        fm = score_fold_model(kept.model, config, by_patient, fold, name=f"{seq}-{name}" if shipped else name,
+                              sequence=seq, description=model_description(config, seq) if shipped else "",
+                              training=kept.card.training)
+        metrics = evaluate_fold(fm, by_patient[fold.test], shipped_to=ship_root if shipped else None)
+        out.append(dict(row, scoring=fm.loaded.card.scoring["rule"], validation=fm.choice["aggregates"],
+                        validation_pixel_ap=fm.choice["validation_pixel_ap"], metrics=metrics,
+                        entropy_gaussian_nats=fm.loaded.card.latent.get("entropy_gaussian_nats"),
+                        entropy_knn_nats=fm.loaded.card.latent.get("entropy_knn_nats"),
+                        effective_dim=fm.loaded.card.latent.get("effective_dim")))
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in out))
+    tmp.replace(path)
+    return out
 
 
 def replace_labels(p: PatientSlices) -> PatientSlices:
@@ -385,6 +438,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ship-fold", default=None, help="register this fold's models (its test patient's name)")
     p.add_argument("--ship-root", default=None, help="registry folder for --ship-fold (e.g. assets/models)")
     p.add_argument("--keep-root", default=None, help="also keep every fold's model in this registry folder")
+    p.add_argument("--rescore", action="store_true",
+                   help="re-choose scoring and re-evaluate the kept fold models of --out (no training)")
     p.add_argument("--finalise", nargs="*", default=None, metavar="ROWS.jsonl",
                    help="only write assets/real/crossval.json from these result files and update shipped cards")
     args = p.parse_args(argv)
@@ -405,6 +460,11 @@ def main(argv: list[str] | None = None) -> int:
         by_patient = {s.patient: s for s in load_real_slices(args.data, args.sequence)}
     else:
         by_patient = {pt.name: patient_slices(pt, args.sequence) for pt in find_patients(args.data)}
+    if args.rescore:
+        rows = rescore(args.out, by_patient, keep_root=args.keep_root, ship_root=args.ship_root,
+                       ship_fold=args.ship_fold)
+        print(crossval_markdown(crossval_report(rows)))
+        return 0
     specs = real_specs(epochs=args.epochs)
     if args.models:
         wanted = [m.strip() for m in args.models.split(",") if m.strip()]

@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 RESIDUALS = ("squared", "positive", "absolute")
-AGGREGATES = ("mean", "quantile")
+AGGREGATES = ("mean", "quantile", "squared_error")
 BRAIN_LEVEL = -0.98
 """Model-space value above which a pixel counts as brain (background is exactly -1 after preprocessing; the
 margin absorbs the antialiased resize at the brain's edge)."""
@@ -58,8 +58,10 @@ class MapScoring:
         Zero the map outside the brain (read from the input, see :data:`BRAIN_LEVEL`).
     brain_erosion : int
         Erode that brain mask by this many pixels first (the reconstruction is least reliable at the edge).
-    aggregate : {"mean", "quantile"}
-        Image score = mean of the map over the whole image (the paper) or its ``quantile`` over the brain.
+    aggregate : {"mean", "quantile", "squared_error"}
+        Image score = mean of the map over the whole image, its ``quantile`` over the brain, or the mean squared
+        reconstruction error of the whole image (the AE4AD paper's slice score) whatever the map is: the slice
+        verdict and the pixel map may each use what serves it best.
     quantile : float
         In (0, 1], used when ``aggregate == "quantile"``.
     intensity_prior : float or None
@@ -109,8 +111,9 @@ class MapScoring:
             steps.append("brain only" + (f" (mask eroded {self.brain_erosion} px)" if self.brain_erosion else ""))
         if self.intensity_prior is not None:
             steps.append(f"only where the input is brighter than normal brain (model level {self.intensity_prior:.2f})")
-        steps.append("slice score = mean of the map" if self.aggregate == "mean"
-                     else f"slice score = {self.quantile:.1%} quantile of the map inside the brain")
+        steps.append({"mean": "slice score = mean of the map",
+                      "squared_error": "slice score = mean squared reconstruction error (the paper's)"}.get(
+            self.aggregate, f"slice score = {self.quantile:.1%} quantile of the map inside the brain"))
         return "; ".join(steps)
 
 
@@ -162,10 +165,16 @@ def fit_intensity_prior(x_normal: torch.Tensor, percentile: float = PRIOR_PERCEN
     return float(torch.quantile(vals[:: max(1, vals.numel() // 1_000_000)], percentile / 100.0))
 
 
-def aggregate_scores(maps: torch.Tensor, x: torch.Tensor, scoring: MapScoring) -> torch.Tensor:
-    """Image scores ``(N,)`` of finished maps ``(N, S, S)``."""
+def aggregate_scores(maps: torch.Tensor, x: torch.Tensor, scoring: MapScoring,
+                     reconstruction: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    """Image scores ``(N,)`` of finished maps ``(N, S, S)`` (``reconstruction`` ``(N, 1, S, S)`` is needed by
+    the ``squared_error`` aggregate)."""
     if scoring.aggregate == "mean":
         return maps.mean(dim=(1, 2))
+    if scoring.aggregate == "squared_error":
+        if reconstruction is None:
+            raise ValueError("The squared_error slice score needs the reconstruction.")
+        return (x - reconstruction).float().pow(2).mean(dim=(1, 2, 3))
     inside = brain_mask(x, scoring.brain_erosion if scoring.brain_only else 0)
     scores = []
     for m, b in zip(maps, inside, strict=True):

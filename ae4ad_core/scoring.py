@@ -187,7 +187,7 @@ def score_batch(
             out = model(x)
             rec_err = (x - out.reconstruction).pow(2)[:, 0].mean(dim=(1, 2))
             maps = finish_maps(residual_map(x, out.reconstruction, rule.residual), x, rule)
-            scores = aggregate_scores(maps, x, rule)
+            scores = aggregate_scores(maps, x, rule, out.reconstruction)
             kl = kl_divergence(out.mu, out.logvar) if out.logvar is not None else None
         return ScoreResult(mode, maps, scores, out.reconstruction, out.mu, rec_err, kl)
 
@@ -203,7 +203,7 @@ def score_batch(
         if kl_gradient_scale is None or not kl_gradient_scale > 0:
             raise ValueError("The combined mode needs kl_gradient_scale from the model's calibration.")
         combined = finish_maps(kl_map / kl_gradient_scale * residual_map(x, recon, scoring.residual), x, scoring)
-        return ScoreResult(mode, combined, aggregate_scores(combined, x, scoring), recon, mu, rec_err, kl)
+        return ScoreResult(mode, combined, aggregate_scores(combined, x, scoring, recon), recon, mu, rec_err, kl)
 
 
 def score_in_batches(
