@@ -131,6 +131,7 @@ def prepare_whole_head(
     pixels = np.asarray(image.pixels, dtype=np.float32)
     guess = guess if guess is not None else detect_sequence(image)
     notes: list[str] = []
+    already_standardised = False
     if brain_mask is not None:
         mask = np.asarray(brain_mask, dtype=bool)
         if mask.ndim == 2:
@@ -142,6 +143,7 @@ def prepare_whole_head(
         extraction = BrainMask(mask=mask, method="given by the caller")
     else:
         _, _, facts = sequence_from_pixels(pixels)
+        already_standardised = facts["standardised"]
         stripped = _background_mask(pixels) if facts["constant_background"] else None
         extraction = (
             None if facts["standardised"] else extract_brain_from_image(image, method=extraction_method)
@@ -164,10 +166,18 @@ def prepare_whole_head(
         raise DataError(f"{image.name}: no brain found; give a brain mask or a skull-stripped image.")
     per_slice = mask.reshape(len(mask), -1).mean(axis=1)
     brain_slices = [int(i) for i in np.flatnonzero(per_slice >= MIN_BRAIN_FRACTION)]
-    if len(pixels) == 1:
+    keep = already_standardised and len(pixels) == 1
+    if len(pixels) == 1 and not keep:
         notes.append("a single slice: the brain statistics come from this slice alone (the training volumes "
                      "were standardised as whole volumes)")  # fmt: skip
-    if is_patient_model(card):
+    if is_patient_model(card) and keep:
+        # One slice already z-scored (e.g. a demo case cut from a standardised volume): z-scoring it again on
+        # its own would move it away from the per-volume standardisation the model was trained with.
+        slices = np.where(mask, pixels, np.float32(BACKGROUND_Z)).astype(np.float32)
+        standardisation = {"method": "already standardised (z inside the brain): the single slice is kept as it "
+                                     "is, background set to the models' background value",
+                           "background_z": BACKGROUND_Z, "window": list(Z_WINDOW)}  # fmt: skip
+    elif is_patient_model(card):
         slices, standardisation = standardise_like_training(pixels, mask)
     else:
         slices = pixels

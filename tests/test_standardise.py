@@ -101,3 +101,12 @@ def test_a_brats_volume_comes_out_as_the_training_data():
     assert (mask == truth).mean() > 0.999
     np.testing.assert_allclose(slices, standardise_in_brain(image.pixels, truth), atol=1e-4)
     assert record["sequence"]["sequence"] == "flair" and record["sequence_matches"]
+
+
+def test_one_standardised_slice_is_kept_as_it_is():
+    rng = np.random.default_rng(7)
+    z = np.full((1, 32, 32), -3.5, np.float32)
+    z[0, 8:24, 8:24] = rng.normal(0.15, 1.1, (16, 16))  # a slice of a z-scored volume: not itself mean 0, SD 1
+    slices, mask, record = prepare_whole_head(_image(z, name="demo.png"), FLAIR_CARD)
+    np.testing.assert_array_equal(slices, z)
+    assert record["standardisation"]["method"].startswith("already standardised") and not record["notes"]
