@@ -36,7 +36,8 @@ def _dicom(modality: str = "MR", **tags) -> bytes:
     ds = Dataset()
     ds.file_meta = meta
     ds.SOPClassUID, ds.SOPInstanceUID = sop, meta.MediaStorageSOPInstanceUID
-    ds.SeriesInstanceUID, ds.StudyInstanceUID = generate_uid(), generate_uid()
+    ds.SeriesInstanceUID = tags.pop("SeriesInstanceUID", None) or generate_uid()
+    ds.StudyInstanceUID = generate_uid()
     ds.Modality = modality
     ds.PatientName = "Doe^Jane"
     for keyword, value in tags.items():
@@ -210,3 +211,21 @@ BRATS = TCGA.parent / "brats2013"
 def test_brats_patients_flair_and_t1c_are_detected(patient, file, sequence):
     guess = detect_sequence(read_image(BRATS / patient / file, frames=[70, 75, 80]))
     assert guess.sequence == sequence and guess.modality == "MR"
+
+
+def test_a_dicom_series_read_as_one_volume():
+    from pydicom.uid import generate_uid
+
+    from ae4ad_core.io import read_images
+
+    uid = generate_uid()
+    files = [
+        (f"IM{k}.dcm", _dicom("MR", SeriesInstanceUID=uid, SeriesDescription="AX T2 FLAIR", RepetitionTime=9000,
+                              EchoTime=120, InversionTime=2500, InstanceNumber=k + 1,
+                              ImagePositionPatient=[0, 0, 5.0 * k], ImageOrientationPatient=[1, 0, 0, 0, 1, 0]))
+        for k in range(3)
+    ]  # fmt: skip
+    images, errors = read_images(files)
+    assert not errors and len(images) == 1 and images[0].format == "dicom-series"
+    guess = detect_sequence(images[0])
+    assert guess.sequence == "flair" and guess.confidence == 0.95
