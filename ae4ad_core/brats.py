@@ -55,6 +55,7 @@ __all__ = [
     "build_brats_layout",
     "build_real_asset",
     "load_real_slices",
+    "load_real",
 ]
 
 SEQUENCES = ("flair", "t1c", "t1", "t2")
@@ -380,3 +381,35 @@ def load_real_slices(path: Path | str, sequence: str = "flair") -> list[PatientS
                 slice_index=archive[f"{key}/slice_index"].astype(np.int16),
             ))
     return out
+
+
+def load_real(spec: str = "real:flair"):
+    """The shipped real-patient slices as a test set: ``real:<sequence>[:patient,patient...]`` (default every
+    patient). Intensities are standardised (what the real-patient models expect) and brain masks come along,
+    so pixel metrics are computed inside the brain. Train/validation splits are empty: the real models' own
+    patient split is in their cards (a model scores optimistically on the patients it trained on).
+    """
+    from .assets import assets_dir
+    from .data import Dataset, SliceSet
+
+    parts = spec.split(":")
+    sequence = parts[1] if len(parts) > 1 and parts[1] else "flair"
+    patients = load_real_slices(assets_dir() / "real" / "brats2013.npz", sequence)
+    if len(parts) > 2 and parts[2]:
+        wanted = [look_up_option(w.strip(), [p.patient for p in patients], what="patient")
+                  for w in parts[2].split(",")]
+        patients = [p for p in patients if p.patient in wanted]
+    test = SliceSet(
+        images=np.concatenate([p.images for p in patients]),
+        labels=np.concatenate([p.labels for p in patients]),
+        masks=np.concatenate([p.tumour for p in patients]).astype(np.uint8),
+        brain=np.concatenate([p.brain for p in patients]).astype(np.uint8),
+        subjects=np.concatenate([[p.patient] * len(p) for p in patients]).astype(str),
+        names=np.concatenate([[f"{p.patient}#{i}" for i in p.slice_index] for p in patients]).astype(str),
+    )
+    empty = test.subset(np.zeros(0, dtype=int))
+    names = ", ".join(p.patient for p in patients)
+    return Dataset(train=empty, val=empty, test=test, info={"layout": "real", "source": spec, "errors": [],
+                                                             "warnings": []},
+                   description=f"Real patients ({sequence}): {names}; {len(test)} brain slices, "
+                               f"{int(test.labels.sum())} with tumour (CC BY-NC-SA 3.0 CH)")

@@ -43,7 +43,6 @@ __all__ = [
     "load_medianomaly",
     "load_brats_layout",
     "load_dataset",
-    "load_real",
     "fit_to_square",
 ]
 
@@ -734,40 +733,6 @@ def load_brats_layout(root: Path | str, *, size: int = 128, seed: int = 0) -> Da
     return Dataset(train=train, val=val, test=test, description=description, info=info)
 
 
-def load_real(spec: str = "real:flair") -> Dataset:
-    """The shipped real-patient slices as a test set: ``real:<sequence>[:patient,patient...]`` (default every
-    patient). Intensities are standardised (what the real-patient models expect) and brain masks come along,
-    so pixel metrics are computed inside the brain. Train/validation splits are empty: the real models' own
-    patient split is in their cards (a model scores optimistically on the patients it trained on).
-    """
-    from .assets import assets_dir
-    from .brats import load_real_slices
-
-    parts = spec.split(":")
-    sequence = parts[1] if len(parts) > 1 and parts[1] else "flair"
-    patients = load_real_slices(assets_dir() / "real" / "brats2013.npz", sequence)
-    if len(parts) > 2 and parts[2]:
-        from .errors import look_up_option
-
-        wanted = [look_up_option(w.strip(), [p.patient for p in patients], what="patient")
-                  for w in parts[2].split(",")]
-        patients = [p for p in patients if p.patient in wanted]
-    test = SliceSet(
-        images=np.concatenate([p.images for p in patients]),
-        labels=np.concatenate([p.labels for p in patients]),
-        masks=np.concatenate([p.tumour for p in patients]).astype(np.uint8),
-        brain=np.concatenate([p.brain for p in patients]).astype(np.uint8),
-        subjects=np.concatenate([[p.patient] * len(p) for p in patients]).astype(str),
-        names=np.concatenate([[f"{p.patient}#{i}" for i in p.slice_index] for p in patients]).astype(str),
-    )
-    empty = test.subset(np.zeros(0, dtype=int))
-    names = ", ".join(p.patient for p in patients)
-    return Dataset(train=empty, val=empty, test=test, info={"layout": "real", "source": spec, "errors": [],
-                                                             "warnings": []},
-                   description=f"Real patients ({sequence}): {names}; {len(test)} brain slices, "
-                               f"{int(test.labels.sum())} with tumour (CC BY-NC-SA 3.0 CH)")
-
-
 def load_dataset(spec: str | Path, *, size: int = 128) -> Dataset:
     """Load ``"demo"`` or detect a folder's layout and load it.
 
@@ -789,6 +754,8 @@ def load_dataset(spec: str | Path, *, size: int = 128) -> Dataset:
         If ``spec`` is neither ``"demo"`` nor an existing folder.
     """
     if isinstance(spec, str) and spec.strip().lower().startswith("real:"):
+        from .brats import load_real
+
         return load_real(spec)
     if isinstance(spec, str) and spec.strip().lower() == "demo":
         dataset = load_demo()

@@ -160,3 +160,15 @@ def test_the_four_brats_patients_and_the_shipped_asset_rebuild(shared_data, tmp_
                         strict=True):
             assert a.patient == b.patient and np.array_equal(a.images, b.images)
             assert np.array_equal(a.tumour, b.tumour) and np.array_equal(a.brain, b.brain)
+
+
+def test_real_spec_loads_the_shipped_patients_as_a_test_set():
+    from ae4ad_core.data import load_dataset
+
+    ds = load_dataset("real:t1c:brats_2013_pat0006_1")
+    assert set(ds.test.subjects) == {"brats_2013_pat0006_1"} and len(ds.train) == 0
+    assert ds.test.labels.any() and not ds.test.labels.all()
+    assert ds.test.brain is not None and ds.test.masks[ds.test.labels == 1].any()
+    assert "CC BY-NC-SA" in ds.description
+    with pytest.raises(ValueError, match="patient"):
+        load_dataset("real:flair:pat9")
