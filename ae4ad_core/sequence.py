@@ -6,14 +6,14 @@ app must know what an upload is before it picks a model. :func:`detect_sequence`
 
 * **DICOM**: Modality and Body Part Examined; the series description and protocol name (``"AX FLAIR"``,
   ``"T1 MPRAGE POST"``, ``"t2_tse_tra"``); the timing (Repetition, Echo and Inversion Time) and Scanning
-  Sequence, which decide when the words do not (FLAIR: inversion recovery with TI about 2000-2800 ms and a long
-  TR and TE; T1: short TR and TE, or an inversion of about 600-1200 ms with short TE; T2: long TR and TE, no
-  inversion); a contrast agent (Contrast/Bolus Agent) turns a T1 into T1c.
-* **NIfTI, PNG and other files without a header**: the file name's tokens, as the public collections name their
-  files (BraTS 2021 ``_flair``/``_t1ce``/``_t1``/``_t2``, BraTS 2023 ``-t2f``/``-t1c``/``-t1n``/``-t2w``,
-  BraTS 2013 ``Flair_``/``T1c_``, TCGA ``_flair``/``_t1c``...), then simple statistics of the pixels (Hounsfield
-  units mean CT; a constant background around a z-scored region means an image already skull-stripped and
-  standardised).
+  Sequence, which decide when the words do not (FLAIR: inversion recovery with TI about 2000-2800 ms and a
+  long TR and TE; T1: short TR and TE, or an inversion of about 600-1200 ms with short TE; T2: long TR and
+  TE, no inversion); a contrast agent (Contrast/Bolus Agent) turns a T1 into T1c.
+* **NIfTI, PNG and other files without a header**: the file name's tokens, as the public collections name
+  their files (BraTS 2021 ``_flair``/``_t1ce``/``_t1``/``_t2``, BraTS 2023
+  ``-t2f``/``-t1c``/``-t1n``/``-t2w``, BraTS 2013 ``Flair_``/``T1c_``, TCGA ``_flair``/``_t1c``...), then
+  simple statistics of the pixels (Hounsfield units mean CT; a constant background around a z-scored region
+  means an image already skull-stripped and standardised).
 
 :func:`sequence_from_header` also takes a :class:`pydicom.Dataset` or a plain dict of DICOM keywords. The
 de-identified :attr:`Image.metadata` of the DICOM reader keeps Modality, Body Part Examined, the descriptions,
@@ -45,13 +45,29 @@ SEQUENCE_NAMES = ("flair", "t1", "t1c", "t2", "other", "unknown")
 """``other``: an MR sequence none of the models knows (diffusion, SWI, PD, a localiser...) or not MR at all;
 ``unknown``: nothing said which sequence it is."""
 
-_SEQUENCE_WORDS = {"flair": "FLAIR", "t1": "T1", "t1c": "T1 post-contrast (T1c)", "t2": "T2",
-                   "other": "another kind of image", "unknown": "an unknown sequence"}  # fmt: skip
+_SEQUENCE_WORDS = {
+    "flair": "FLAIR",
+    "t1": "T1",
+    "t1c": "T1 post-contrast (T1c)",
+    "t2": "T2",
+    "other": "another kind of image",
+    "unknown": "an unknown sequence",
+}
 
 _MODALITY_WORDS = {
-    "MR": "MRI", "CT": "CT", "CR": "X-ray", "DX": "X-ray", "DR": "X-ray", "MG": "mammogram", "US": "ultrasound",
-    "PT": "PET", "NM": "nuclear medicine", "XA": "angiography", "RF": "fluoroscopy", "OT": "other",
-}  # fmt: skip
+    "MR": "MRI",
+    "CT": "CT",
+    "CR": "X-ray",
+    "DX": "X-ray",
+    "DR": "X-ray",
+    "MG": "mammogram",
+    "US": "ultrasound",
+    "PT": "PET",
+    "NM": "nuclear medicine",
+    "XA": "angiography",
+    "RF": "fluoroscopy",
+    "OT": "other",
+}
 
 # Body Part Examined values and description words -> our body part names.
 _BODY_PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -133,9 +149,14 @@ class SequenceGuess:
 
     def to_record(self) -> dict:
         """JSON-ready dict for the analysis JSON/CSV/PDF."""
-        return {"sequence": self.sequence, "modality": self.modality, "body_part": self.body_part,
-                "confidence": round(float(self.confidence), 2), "reasons": list(self.reasons),
-                "description": self.describe()}  # fmt: skip
+        return {
+            "sequence": self.sequence,
+            "modality": self.modality,
+            "body_part": self.body_part,
+            "confidence": round(float(self.confidence), 2),
+            "reasons": list(self.reasons),
+            "description": self.describe(),
+        }
 
 
 def _text(value: Any) -> str:
@@ -184,8 +205,9 @@ def _header_value(header: Any, keyword: str, snake: str) -> Any:
     return getattr(header, keyword, None) if hasattr(header, keyword) else None
 
 
-def _sequence_from_timing(tr: float | None, te: float | None, ti: float | None,
-                          scanning: str) -> tuple[str | None, str]:  # fmt: skip
+def _sequence_from_timing(
+    tr: float | None, te: float | None, ti: float | None, scanning: str
+) -> tuple[str | None, str]:
     """(sequence, reason) from Repetition/Echo/Inversion Time (ms) and Scanning Sequence."""
     times = ", ".join(f"{n} {v:g} ms" for n, v in (("TR", tr), ("TE", te), ("TI", ti)) if v is not None)
     inversion = ti is not None or "IR" in scanning.upper().split("\\")
@@ -298,8 +320,12 @@ def sequence_from_name(name: str) -> SequenceGuess:
     """Guess from a file name (``TCGA-FG-6692_flair.nii.gz``, ``BraTS-GLI-00000-000-t1c.nii.gz``,
     ``T1c_subtrMeanDivStd.nii.gz``, ``chest_xray.png``). The folder part of a path is ignored."""
     stem = PurePath(str(name)).name
-    stem = re.sub(r"(\.nii(\.gz)?|\.dcm|\.dicom|\.png|\.jpe?g|\.tiff?|\.bmp|\.gif|\.webp|\.gz)+$", "", stem,
-                  flags=re.IGNORECASE)  # fmt: skip
+    stem = re.sub(
+        r"(\.nii(\.gz)?|\.dcm|\.dicom|\.png|\.jpe?g|\.tiff?|\.bmp|\.gif|\.webp|\.gz)+$",
+        "",
+        stem,
+        flags=re.IGNORECASE,
+    )
     words = _normalise_words(stem)
     reasons = []
     part = _body_part(stem)
@@ -371,10 +397,13 @@ def detect_sequence(image) -> SequenceGuess:
         if guess.sequence == "unknown":
             by_name = sequence_from_name(image.name)
             if by_name.sequence != "unknown":
-                guess = SequenceGuess(by_name.sequence, guess.modality if guess.modality != "unknown" else
-                                      by_name.modality, guess.body_part if guess.body_part != "unknown" else
-                                      by_name.body_part, min(by_name.confidence, 0.6),
-                                      guess.reasons + by_name.reasons)  # fmt: skip
+                guess = SequenceGuess(
+                    by_name.sequence,
+                    guess.modality if guess.modality != "unknown" else by_name.modality,
+                    guess.body_part if guess.body_part != "unknown" else by_name.body_part,
+                    min(by_name.confidence, 0.6),
+                    guess.reasons + by_name.reasons,
+                )
     else:
         guess = sequence_from_name(image.name)
     modality, reasons, facts = sequence_from_pixels(image.pixels)
@@ -383,8 +412,9 @@ def detect_sequence(image) -> SequenceGuess:
             "other", "CT", guess.body_part, max(guess.confidence, 0.7), guess.reasons + reasons
         )
     if reasons:
-        guess = SequenceGuess(guess.sequence, guess.modality, guess.body_part, guess.confidence,
-                              guess.reasons + reasons)  # fmt: skip
+        guess = SequenceGuess(
+            guess.sequence, guess.modality, guess.body_part, guess.confidence, guess.reasons + reasons
+        )
         if facts["standardised"] and guess.body_part == "unknown" and guess.modality in ("MR", "unknown"):
             guess = SequenceGuess(guess.sequence, guess.modality, "brain", guess.confidence, guess.reasons)
     return guess

@@ -2,8 +2,8 @@
 
 The ``flair-*`` and ``t1c-*`` models were trained on BraTS slices that were skull-stripped and z-scored inside
 the brain, per volume, with the background at :data:`ae4ad_core.brats.BACKGROUND_Z`
-(:func:`ae4ad_core.brats.standardise_in_brain`). A clinical upload is a whole head in scanner units, so before a
-model sees it:
+(:func:`ae4ad_core.brats.standardise_in_brain`). A clinical upload is a whole head in scanner units, so before
+a model sees it:
 
 1. the brain is found (:func:`ae4ad_core.brain_extraction.extract_brain_from_image`), unless the caller gives
    a mask or the image is already skull-stripped: z-scored around a constant background
@@ -31,7 +31,7 @@ __all__ = ["SKULL_STRIPPED_COVER", "standardise_like_training", "prepare_whole_h
 
 SKULL_STRIPPED_COVER = 0.85
 """An image with a constant background counts as skull-stripped when the extracted brain covers at least this
-share of everything else (a whole head with zero-filled air: about 0.4-0.7; a skull-stripped brain: about 1)."""
+share of everything else (a whole head with zero-filled air: about 0.4-0.7; a skull-stripped brain: 1)."""
 
 STANDARDISATION = (
     "z-score inside the brain mask over the whole stack (mean 0, SD 1 over brain voxels), background set to "
@@ -53,8 +53,8 @@ def standardise_like_training(volume: np.ndarray, brain: np.ndarray) -> tuple[np
     z : float32 array of the shape of ``volume``
         Standardised intensities; :data:`~ae4ad_core.brats.BACKGROUND_Z` outside the brain.
     record : dict
-        ``method``, ``brain_mean`` and ``brain_sd`` (in the input's unit), ``background_z``, ``window`` and the
-        share of brain voxels above the models' window (:data:`~ae4ad_core.brats.Z_WINDOW`).
+        ``method``, ``brain_mean`` and ``brain_sd`` (in the input's unit), ``background_z``, ``window`` and
+        the share of brain voxels above the models' window (:data:`~ae4ad_core.brats.Z_WINDOW`).
 
     Raises
     ------
@@ -117,10 +117,10 @@ def prepare_whole_head(
         models; the input pixels for the others.
     brain_mask : (N, H, W) bool
     record : dict
-        JSON-ready: ``model``, ``model_sequence``, ``sequence`` (the detection's record), ``sequence_matches``,
-        ``brain_extraction`` (method, brain fraction, parameters, seconds, notes), ``standardisation``,
-        ``brain_fraction``, ``brain_slices`` (indices of slices whose brain covers at least
-        :data:`~ae4ad_core.brats.MIN_BRAIN_FRACTION`, the rule the training slices were chosen by) and
+        JSON-ready: ``model``, ``model_sequence``, ``sequence`` (the detection's record),
+        ``sequence_matches``, ``brain_extraction`` (method, brain fraction, parameters, seconds, notes),
+        ``standardisation``, ``brain_fraction``, ``brain_slices`` (indices of slices whose brain covers at
+        least :data:`~ae4ad_core.brats.MIN_BRAIN_FRACTION`, the rule the training slices were chosen by) and
         ``notes``.
 
     Raises
@@ -156,9 +156,10 @@ def prepare_whole_head(
             )
         ):
             # Nothing but brain around a constant background: the image was skull-stripped already.
-            extraction = BrainMask(mask=stripped,
-                                   method="already skull-stripped: the brain is everything but the constant "
-                                          "background")  # fmt: skip
+            extraction = BrainMask(
+                mask=stripped,
+                method="already skull-stripped: the brain is everything but the constant background",
+            )
         elif extraction is None:
             extraction = extract_brain_from_image(image, method=extraction_method)
     mask = extraction.mask
@@ -168,15 +169,20 @@ def prepare_whole_head(
     brain_slices = [int(i) for i in np.flatnonzero(per_slice >= MIN_BRAIN_FRACTION)]
     keep = already_standardised and len(pixels) == 1
     if len(pixels) == 1 and not keep:
-        notes.append("a single slice: the brain statistics come from this slice alone (the training volumes "
-                     "were standardised as whole volumes)")  # fmt: skip
+        notes.append(
+            "a single slice: the brain statistics come from this slice alone (the training volumes "
+            "were standardised as whole volumes)"
+        )
     if is_patient_model(card) and keep:
         # One slice already z-scored (e.g. a demo case cut from a standardised volume): z-scoring it again on
         # its own would move it away from the per-volume standardisation the model was trained with.
         slices = np.where(mask, pixels, np.float32(BACKGROUND_Z)).astype(np.float32)
-        standardisation = {"method": "already standardised (z inside the brain): the single slice is kept as it "
-                                     "is, background set to the models' background value",
-                           "background_z": BACKGROUND_Z, "window": list(Z_WINDOW)}  # fmt: skip
+        standardisation = {
+            "method": "already standardised (z inside the brain): the single slice is kept as it "
+            "is, background set to the models' background value",
+            "background_z": BACKGROUND_Z,
+            "window": list(Z_WINDOW),
+        }
     elif is_patient_model(card):
         slices, standardisation = standardise_like_training(pixels, mask)
     else:

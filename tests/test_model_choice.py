@@ -1,4 +1,4 @@
-"""Which model fits a scan: preselection among same-sequence patient models, plain refusals, override warnings."""
+"""Which model fits a scan: preselection among same-sequence patient models, refusals, override warnings."""
 
 from __future__ import annotations
 
@@ -21,8 +21,9 @@ BRATS = "BraTS 2013 glioma patients pat0003-pat0006"
 def _card(name, sequence, *, source=BRATS, crossval=None, pixel_ap=None):
     training = {"crossval": crossval} if crossval is not None else {}
     metrics = {"reconstruction": {"pixel_ap": pixel_ap}} if pixel_ap is not None else {}
-    return SimpleNamespace(name=name, training_data={"sequence": sequence, "source": source}, training=training,
-                           metrics=metrics)  # fmt: skip
+    return SimpleNamespace(
+        name=name, training_data={"sequence": sequence, "source": source}, training=training, metrics=metrics
+    )
 
 
 def _cv(ap, mode="reconstruction"):
@@ -65,8 +66,11 @@ def test_crossvalidated_beats_single_patient_figure():
 @pytest.mark.parametrize(
     ("guess", "words"),
     [
-        (_guess("other", "CT", "abdomen"), "This looks like a CT scan of the abdomen; every model here was trained "
-                                           "on brain MRI (FLAIR, T1c) — no map is shown."),
+        (
+            _guess("other", "CT", "abdomen"),
+            "This looks like a CT scan of the abdomen; every model here was trained "
+            "on brain MRI (FLAIR, T1c) — no map is shown.",
+        ),
         (_guess("other", "DX", "chest"), "an X-ray of the chest"),
         (_guess("other", "CR", "unknown"), "an X-ray;"),
         (_guess("t2", "MR", "knee"), "a T2 MRI of the knee"),
@@ -74,7 +78,7 @@ def test_crossvalidated_beats_single_patient_figure():
         (_guess("t2"), "a T2 MRI of the brain; the patient models here were trained on FLAIR, T1c"),
         (_guess("unknown", "unknown", "unknown", 0.0), "could not be told"),
     ],
-)  # fmt: skip
+)
 def test_no_model_fits(guess, words):
     choice = choose_model(guess, CARDS)
     assert choice.model is None and not choice.fits and choice.candidates == []

@@ -56,24 +56,57 @@ def _dicom(modality: str = "MR", **tags) -> bytes:
 
 HEADERS = {
     # name: (tags, modality, expected sequence, expected body part)
-    "flair": (dict(SeriesDescription="AX FLAIR", RepetitionTime=9000, EchoTime=120, InversionTime=2500,
-                   ScanningSequence="SE\\IR", BodyPartExamined="HEAD"), "MR", "flair", "brain"),
-    "flair-timing-only": (dict(RepetitionTime=9000, EchoTime=120, InversionTime=2500), "MR", "flair", "unknown"),
-    "t1": (dict(SeriesDescription="AX T1 SE", RepetitionTime=500, EchoTime=10, BodyPartExamined="BRAIN"),
-           "MR", "t1", "brain"),
+    "flair": (
+        dict(
+            SeriesDescription="AX FLAIR",
+            RepetitionTime=9000,
+            EchoTime=120,
+            InversionTime=2500,
+            ScanningSequence="SE\\IR",
+            BodyPartExamined="HEAD",
+        ),
+        "MR",
+        "flair",
+        "brain",
+    ),
+    "flair-timing-only": (
+        dict(RepetitionTime=9000, EchoTime=120, InversionTime=2500),
+        "MR",
+        "flair",
+        "unknown",
+    ),
+    "t1": (
+        dict(SeriesDescription="AX T1 SE", RepetitionTime=500, EchoTime=10, BodyPartExamined="BRAIN"),
+        "MR",
+        "t1",
+        "brain",
+    ),
     "t1-timing-only": (dict(RepetitionTime=500, EchoTime=10), "MR", "t1", "unknown"),
     "t1c-plus-c": (dict(SeriesDescription="AX T1+C", RepetitionTime=550, EchoTime=9), "MR", "t1c", "unknown"),
-    "t1c-post": (dict(SeriesDescription="T1 MPRAGE POST", RepetitionTime=2300, EchoTime=3,
-                      InversionTime=900), "MR", "t1c", "unknown"),
+    "t1c-post": (
+        dict(SeriesDescription="T1 MPRAGE POST", RepetitionTime=2300, EchoTime=3, InversionTime=900),
+        "MR",
+        "t1c",
+        "unknown",
+    ),
     "t2": (dict(SeriesDescription="t2_tse_tra", RepetitionTime=4000, EchoTime=100), "MR", "t2", "unknown"),
     "t2-timing-only": (dict(RepetitionTime=4000, EchoTime=100), "MR", "t2", "unknown"),
-    "ct-abdomen": (dict(BodyPartExamined="ABDOMEN", SeriesDescription="CT ABD/PELVIS"), "CT", "other", "abdomen"),
+    "ct-abdomen": (
+        dict(BodyPartExamined="ABDOMEN", SeriesDescription="CT ABD/PELVIS"),
+        "CT",
+        "other",
+        "abdomen",
+    ),
     "cr-chest": (dict(BodyPartExamined="CHEST"), "CR", "other", "chest"),
     "dx-chest": (dict(BodyPartExamined="CHEST", ViewPosition="PA"), "DX", "other", "chest"),
     "mr-knee": (dict(BodyPartExamined="KNEE", SeriesDescription="PD FS COR"), "MR", "other", "knee"),
-    "dwi": (dict(SeriesDescription="ep2d_diff_3scan_trace", RepetitionTime=5000, EchoTime=90), "MR", "other",
-            "unknown"),
-}  # fmt: skip
+    "dwi": (
+        dict(SeriesDescription="ep2d_diff_3scan_trace", RepetitionTime=5000, EchoTime=90),
+        "MR",
+        "other",
+        "unknown",
+    ),
+}
 
 
 @pytest.mark.parametrize("case", sorted(HEADERS))
@@ -111,8 +144,13 @@ def test_words_and_timing_agreeing_give_more_confidence_than_either():
 
 
 def test_t1_flair_is_t1_and_t2_star_is_other():
-    t1_flair = {"Modality": "MR", "SeriesDescription": "SAG T1 FLAIR", "RepetitionTime": 2000, "EchoTime": 9,
-                "InversionTime": 800}  # fmt: skip
+    t1_flair = {
+        "Modality": "MR",
+        "SeriesDescription": "SAG T1 FLAIR",
+        "RepetitionTime": 2000,
+        "EchoTime": 9,
+        "InversionTime": 800,
+    }
     assert sequence_from_header(t1_flair).sequence == "t1"
     assert sequence_from_header({"Modality": "MR", "SeriesDescription": "T2* GRE"}).sequence == "other"
 
@@ -206,8 +244,9 @@ BRATS = TCGA.parent / "brats2013"
 
 @pytest.mark.skipif(not BRATS.is_dir() and os.environ.get("CI") != "true", reason="shared BraTS data missing")
 @pytest.mark.parametrize("patient", ["brats_2013_pat0003_1", "brats_2013_pat0006_1"])
-@pytest.mark.parametrize(("file", "sequence"), [("Flair_subtrMeanDivStd.nii.gz", "flair"),
-                                                 ("T1c_subtrMeanDivStd.nii.gz", "t1c")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("file", "sequence"), [("Flair_subtrMeanDivStd.nii.gz", "flair"), ("T1c_subtrMeanDivStd.nii.gz", "t1c")]
+)
 def test_brats_patients_flair_and_t1c_are_detected(patient, file, sequence):
     guess = detect_sequence(read_image(BRATS / patient / file, frames=[70, 75, 80]))
     assert guess.sequence == sequence and guess.modality == "MR"
@@ -220,11 +259,22 @@ def test_a_dicom_series_read_as_one_volume():
 
     uid = generate_uid()
     files = [
-        (f"IM{k}.dcm", _dicom("MR", SeriesInstanceUID=uid, SeriesDescription="AX T2 FLAIR", RepetitionTime=9000,
-                              EchoTime=120, InversionTime=2500, InstanceNumber=k + 1,
-                              ImagePositionPatient=[0, 0, 5.0 * k], ImageOrientationPatient=[1, 0, 0, 0, 1, 0]))
+        (
+            f"IM{k}.dcm",
+            _dicom(
+                "MR",
+                SeriesInstanceUID=uid,
+                SeriesDescription="AX T2 FLAIR",
+                RepetitionTime=9000,
+                EchoTime=120,
+                InversionTime=2500,
+                InstanceNumber=k + 1,
+                ImagePositionPatient=[0, 0, 5.0 * k],
+                ImageOrientationPatient=[1, 0, 0, 0, 1, 0],
+            ),
+        )
         for k in range(3)
-    ]  # fmt: skip
+    ]
     images, errors = read_images(files)
     assert not errors and len(images) == 1 and images[0].format == "dicom-series"
     guess = detect_sequence(images[0])

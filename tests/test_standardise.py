@@ -1,4 +1,4 @@
-"""The training standardisation replayed on uploads: z inside the brain, background at BACKGROUND_Z, a record."""
+"""The training standardisation replayed on uploads: z in the brain, background at BACKGROUND_Z, a record."""
 
 from __future__ import annotations
 
@@ -17,15 +17,21 @@ from ae4ad_core.standardise import prepare_whole_head, standardise_like_training
 from tests.test_brain_extraction import phantom_head
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-FLAIR_CARD = SimpleNamespace(name="flair-dae", training_data={"sequence": "flair", "source": "BraTS 2013 ..."},
-                             training={}, metrics={})  # fmt: skip
+FLAIR_CARD = SimpleNamespace(
+    name="flair-dae", training_data={"sequence": "flair", "source": "BraTS 2013 ..."}, training={}, metrics={}
+)
 TEACHING_CARD = SimpleNamespace(name="ae-d16", training_data={"sequence": "t1"}, training={}, metrics={})
 
 
 def _image(pixels, name="case_flair.nii.gz", thickness=5.0):
     meta = {"format": "nifti", "voxel_size": [1.5, 1.5, thickness], "slice_axis": "axial"}
-    return Image(pixels=np.ascontiguousarray(pixels, np.float32), name=name, format="nifti", metadata=meta,
-                 spacing=(1.5, 1.5))  # fmt: skip
+    return Image(
+        pixels=np.ascontiguousarray(pixels, np.float32),
+        name=name,
+        format="nifti",
+        metadata=meta,
+        spacing=(1.5, 1.5),
+    )
 
 
 def test_standardise_like_training_is_the_brats_function():
@@ -106,7 +112,9 @@ def test_a_brats_volume_comes_out_as_the_training_data():
 def test_one_standardised_slice_is_kept_as_it_is():
     rng = np.random.default_rng(7)
     z = np.full((1, 32, 32), -3.5, np.float32)
-    z[0, 8:24, 8:24] = rng.normal(0.15, 1.1, (16, 16))  # a slice of a z-scored volume: not itself mean 0, SD 1
+    z[0, 8:24, 8:24] = rng.normal(
+        0.15, 1.1, (16, 16)
+    )  # a slice of a z-scored volume: not itself mean 0, SD 1
     slices, mask, record = prepare_whole_head(_image(z, name="demo.png"), FLAIR_CARD)
     np.testing.assert_array_equal(slices, z)
     assert record["standardisation"]["method"].startswith("already standardised") and not record["notes"]
