@@ -32,6 +32,55 @@ _FIGSIZE = (4.0, 3.0)
 _DPI = 100
 
 
+# Constrained layout costs about half of drawing a small figure (savefig lays it out in a dry run first). The
+# per-upload figures (histogram, latent scatter) are the same for most inputs down to their axis limits, so
+# their layout is computed once and reused: keyed by everything it depends on (kind, size, limits, scales,
+# texts), the figure drawn with a reused layout is pixel for pixel the one constrained layout would draw.
+_LAYOUTS: dict[tuple, tuple[float, float, float, float]] = {}
+_LAYOUTS_MAX = 512
+
+
+def _layout_key(kind: str, fig: Figure, ax) -> tuple:
+    legend = ax.get_legend()
+    return (
+        kind,
+        tuple(float(v) for v in fig.get_size_inches()),
+        float(fig.dpi),
+        tuple(float(v) for v in ax.get_xlim()),
+        tuple(float(v) for v in ax.get_ylim()),
+        ax.get_xscale(),
+        ax.get_yscale(),
+        ax.get_xlabel(),
+        ax.get_ylabel(),
+        ax.get_title(),
+        tuple(t.get_text() for t in legend.get_texts()) if legend is not None else (),
+    )
+
+
+def _reuse_layout(kind: str, fig: Figure, ax) -> Figure:
+    """Give ``fig`` the layout of an identical-looking earlier figure (no layout pass), or have
+    :func:`figure_to_png` remember the one constrained layout computes for it."""
+    key = _layout_key(kind, fig, ax)
+    bounds = _LAYOUTS.get(key)
+    if bounds is None:
+        fig._ae4ad_layout = (key, ax)  # stored by figure_to_png once the layout is known
+    else:
+        fig.set_layout_engine(None)  # None, not "none": with any engine savefig still draws twice
+        ax.set_position(bounds)
+    return fig
+
+
+def _remember_layout(fig: Figure) -> None:
+    pending = getattr(fig, "_ae4ad_layout", None)
+    if pending is None:
+        return
+    key, ax = pending
+    if len(_LAYOUTS) >= _LAYOUTS_MAX:
+        _LAYOUTS.clear()
+    _LAYOUTS[key] = tuple(float(v) for v in ax.get_position().bounds)
+    del fig._ae4ad_layout
+
+
 def _rgb01(colour: tuple[int, int, int]) -> tuple[float, float, float]:
     return tuple(c / 255.0 for c in colour)
 
@@ -207,7 +256,7 @@ def score_histogram_figure(normal_scores, score: float, threshold: float) -> Fig
     ax.set(xlabel="anomaly score", ylabel="normal images")
     ax.tick_params(labelsize=8)
     ax.legend(fontsize=7)
-    return fig
+    return _reuse_layout("score_histogram", fig, ax)
 
 
 def latent_scatter_figure(normal_points, point) -> Figure:
@@ -228,7 +277,7 @@ def latent_scatter_figure(normal_points, point) -> Figure:
     ax.set(xlabel="latent PC 1", ylabel="latent PC 2")
     ax.tick_params(labelsize=8)
     ax.legend(fontsize=7)
-    return fig
+    return _reuse_layout("latent_scatter", fig, ax)
 
 
 def spectrum_figure(spectrum) -> Figure:
@@ -248,4 +297,5 @@ def figure_to_png(fig: Figure) -> bytes:
     """PNG bytes of ``fig`` (no global state touched)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=_DPI)
+    _remember_layout(fig)
     return buf.getvalue()
