@@ -107,8 +107,8 @@ def prepare_whole_head(
     brain_mask : (N, H, W) bool array, optional
         A brain mask to use instead of extracting one.
     extraction_method : {"auto", "classical", "deepbet"}
-        See :func:`ae4ad_core.brain_extraction.extract_brain_from_image` (``"auto"``: deepbet when installed
-        and the stack has enough slices, else the classical method).
+        See :func:`ae4ad_core.brain_extraction.extract_brain_from_image` (``"auto"``: deepbet when
+        installed, else the classical method).
 
     Returns
     -------

@@ -172,7 +172,8 @@ def test_unknown_method_names_the_valid_ones():
     image = Image(pixels=pixels, name="phantom.nii.gz", format="nifti", metadata={}, spacing=(1.5, 1.5))
     with pytest.raises(InvalidOptionError, match="classical"):
         extract_brain_from_image(image, method="bet")
-    assert extract_brain_from_image(image, method="auto").method.startswith("classical")  # one slice
+    expected = "deepbet" if deepbet_available() else "classical"
+    assert extract_brain_from_image(image, method="auto").method.startswith(expected)
 
 
 needs_deepbet = pytest.mark.skipif(not deepbet_available(), reason="optional deepbet not installed")
@@ -195,3 +196,15 @@ def test_deepbet_on_the_tcga_t1c_and_colin27():
     if CH2.is_file():
         result = measure_extraction(CH2, CH2_BET, method="deepbet")
         assert result["dice"] >= MEASURED["deepbet_colin27_ch2_dice"] - MARGIN, result
+
+
+@needs_deepbet
+def test_deepbet_on_one_slice_alone():
+    _require(TCGA_T1C, TCGA_MASK, hint="the shared data folder ../shared/data/tcga-head")
+    image = read_image(TCGA_T1C, frames=[13])
+    truth = read_image(TCGA_MASK, frames=[13]).pixels > 0
+    result = extract_brain_deepbet(image.pixels[0], spacing=image.spacing)
+    assert result.mask.shape == truth.shape and result.notes
+    assert (
+        dice_coefficient(result.mask, truth) >= MEASURED["deepbet_tcga_fg_6692_t1c_slice13_2d_dice"] - MARGIN
+    )

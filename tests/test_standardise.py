@@ -52,7 +52,7 @@ def test_standardise_like_training_is_the_brats_function():
 
 def test_prepare_whole_head_on_a_phantom():
     pixels, truth = phantom_head(6, seed=3)
-    slices, mask, record = prepare_whole_head(_image(pixels), FLAIR_CARD)
+    slices, mask, record = prepare_whole_head(_image(pixels), FLAIR_CARD, extraction_method="classical")
     assert slices.shape == pixels.shape and mask.shape == pixels.shape
     assert np.all(slices[~mask] == BACKGROUND_Z)
     assert abs(float(slices[mask].mean())) < 1e-4
@@ -65,9 +65,11 @@ def test_prepare_whole_head_on_a_phantom():
 
 def test_mismatched_sequence_and_teaching_model_are_recorded():
     pixels, _ = phantom_head(2, seed=4)
-    _, _, record = prepare_whole_head(_image(pixels, name="case_t2.nii.gz"), FLAIR_CARD)
+    _, _, record = prepare_whole_head(
+        _image(pixels, name="case_t2.nii.gz"), FLAIR_CARD, extraction_method="classical"
+    )
     assert not record["sequence_matches"] and record["sequence"]["sequence"] == "t2"
-    slices, _, record = prepare_whole_head(_image(pixels), TEACHING_CARD)
+    slices, _, record = prepare_whole_head(_image(pixels), TEACHING_CARD, extraction_method="classical")
     np.testing.assert_array_equal(slices, pixels)
     assert record["standardisation"]["method"].startswith("none")
 
