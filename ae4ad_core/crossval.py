@@ -120,8 +120,10 @@ def choose_scoring(inference, validation: SimpleNamespace, *, prep: PreprocessCo
     """Choose the map scoring of a trained model on labelled validation slices (never the test patient).
 
     Rule: among :data:`SCORING_GRID` (each rule also with the intensity prior ``prior_level`` when given), the
-    map with the highest pooled pixel AP over brain pixels in model space; then, among :data:`AGGREGATE_GRID`, the slice aggregation with the highest slice AUROC (ties: the
-    earlier, simpler one). Returns the rule and what was measured.
+    map with the highest pooled pixel AP over brain pixels in model space; then, among :data:`AGGREGATE_GRID`
+    (mean or quantiles of that map, or the paper's mean squared error), the slice aggregation with the highest
+    slice AUROC over the validation slices of patients the model never trained on (``validation.unseen``, a
+    boolean per slice; all slices when absent; ties: the earlier one). Returns the rule and what was measured.
     """
     from sklearn.metrics import average_precision_score, roc_auc_score
 
@@ -146,11 +148,18 @@ def choose_scoring(inference, validation: SimpleNamespace, *, prep: PreprocessCo
             best, best_ap = rule, ap
     maps = finish_maps(residuals[best.residual], x, best)
     labels = np.asarray(validation.labels)
+    # Slice scores are compared only among slices of patients the model never trained on (``unseen``): a
+    # patient's tumour slices share anatomy and scanner with its normal slices, so mixing trained-on and unseen
+    # patients would reward scores that recognise the patient rather than the tumour.
+    unseen = np.asarray(getattr(validation, "unseen", np.ones(len(labels), bool)), bool)
+    if len(set(labels[unseen].tolist())) < 2:
+        unseen = np.ones(len(labels), bool)
     best_auc, chosen = -1.0, best
     aggregates = []
     for agg, q in AGGREGATE_GRID:
         rule = replace(best, aggregate=agg, quantile=q)
-        auc = float(roc_auc_score(labels, aggregate_scores(maps, x, rule, recon).numpy()))
+        scores = aggregate_scores(maps, x, rule, recon).numpy()
+        auc = float(roc_auc_score(labels[unseen], scores[unseen]))
         aggregates.append({"aggregate": agg, "quantile": q, "slice_auroc": auc})
         if auc > best_auc + 1e-9:
             best_auc, chosen = auc, rule
@@ -208,6 +217,7 @@ def score_fold_model(model, config, by_patient: dict[str, PatientSlices], fold: 
     inference = fuse_for_inference(model)
     validation = _stack([by_patient[fold.calibration]]
                         + [replace_labels(by_patient[p]) for p in fold.train], tumour=None)
+    validation.unseen = validation.subjects == fold.calibration
     prior = fit_intensity_prior(model_inputs(train_set.images, prep))
     rule, choice = choose_scoring(inference, validation, prep=prep, prior_level=prior)
     cal = calibrate(inference, model_inputs(cal_normals.images, prep), fpr=config.fpr, scoring=rule)
@@ -221,9 +231,9 @@ def score_fold_model(model, config, by_patient: dict[str, PatientSlices], fold: 
         training=dict(training or {}),
         calibration=cal_fields, latent=latent_fields,
         scoring={"rule": rule.to_dict(), "description": rule.describe(),
-                 "chosen_by": "validation: pixel AP over brain pixels picks the map, slice AUROC the aggregation; "
-                              f"validation slices = {fold.calibration} (all) + tumour slices of "
-                              f"{', '.join(fold.train)}; never the test patient",
+                 "chosen_by": "validation: pixel AP over brain pixels picks the map (slices of "
+                              f"{fold.calibration} + tumour slices of {', '.join(fold.train)}), slice AUROC on "
+                              f"{fold.calibration} (never trained on) the slice score; never the test patient",
                  "validation": {k: v for k, v in choice.items() if k not in ("maps",)}},
         weights_dtype=config.weights_dtype,
     )
