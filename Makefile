@@ -22,6 +22,7 @@ browser-deps:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium missing: run 'sudo apt-get install chromium' for the browser tests"; fi; }
 	@command -v dciodvfy >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && { apt-get install -y -qq dicom3tools || { apt-get update -qq && apt-get install -y -qq dicom3tools; }; } >/dev/null 2>&1; } || echo "dciodvfy missing: run 'sudo apt-get install dicom3tools' for the DICOM result checks"
+	@[ -f /usr/share/mricron/templates/ch2bet.nii.gz ] || { [ "$$(id -u)" = 0 ] && { apt-get install -y -qq mricron-data || { apt-get update -qq && apt-get install -y -qq mricron-data; }; } >/dev/null 2>&1; } || echo "mricron-data missing: run 'sudo apt-get install mricron-data' for the Colin27 tests"
 
 test: $(VENV)/.installed browser-deps
 	$(PY) -m pytest -q
