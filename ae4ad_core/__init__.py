@@ -5,7 +5,7 @@ The public API, module by module (import from the modules; the most used names a
 * :mod:`ae4ad_core.io` -- ``read_image``, ``read_images``, ``read_dicom_series`` (DICOM, NIfTI, PNG/JPEG/TIFF)
 * :mod:`ae4ad_core.preprocess` -- ``PreprocessConfig``, ``prepare_slices``, ``restore_map``
 * :mod:`ae4ad_core.models` -- ``ModelConfig``, ``build_model`` (reference AE, VAE, rate-distortion AE)
-* :mod:`ae4ad_core.scoring` -- ``score_batch`` (reconstruction, kl, combined)
+* :mod:`ae4ad_core.scoring` -- ``score_batch``, ``score_in_batches`` (reconstruction, kl, combined, mse)
 * :mod:`ae4ad_core.entropy` -- latent entropy estimators and ``LatentStatistics``
 * :mod:`ae4ad_core.calibration` -- thresholds and reference statistics from normal data
 * :mod:`ae4ad_core.registry` -- ``load_model``, ``save_model``, ``list_models`` (safetensors + JSON card)
@@ -13,6 +13,14 @@ The public API, module by module (import from the modules; the most used names a
 * :mod:`ae4ad_core.analysis` -- ``analyze``: one call from slices to an ``Analysis``
 * :mod:`ae4ad_core.dicom_results` -- ``write_dicom_results``: an analysis as a DICOM Parametric Map and
   Segmentation in the source's study (on request only: they carry the patient's identifiers)
+* :mod:`ae4ad_core.postprocess` -- ``MapScoring``: residual sign, smoothing, brain restriction, intensity prior
+  and slice aggregation, carried in a card and replayed at inference
+* :mod:`ae4ad_core.baseline`, :mod:`ae4ad_core.denoising` -- the plain-intensity baseline and the denoising U-Net
+* :mod:`ae4ad_core.brats` -- BraTS 2013/2021/2023 patients, standardisation, the MedIAnomaly layout, the shipped
+  real-patient slices; :mod:`ae4ad_core.crossval` -- leave-one-patient-out evaluation and the real-patient zoo
+* :mod:`ae4ad_core.nifti_maps` -- anomaly maps as NIfTI in the input's voxel grid
+* :mod:`ae4ad_core.sequence`, :mod:`ae4ad_core.model_choice`, :mod:`ae4ad_core.brain_extraction`,
+  :mod:`ae4ad_core.standardise` -- which model fits a scan, and a whole head brought into the models' form
 * :mod:`ae4ad_core.training`, :mod:`ae4ad_core.evaluation`, :mod:`ae4ad_core.sweep`, :mod:`ae4ad_core.data`
 * :mod:`ae4ad_core.cli` -- the ``ae4ad`` command
 """
@@ -43,6 +51,12 @@ _EXPORTS = {
     "save_model": "registry",
     "SCORING_MODES": "scoring",
     "score_batch": "scoring",
+    "score_in_batches": "scoring",
+    "MapScoring": "postprocess",
+    "detect_sequence": "sequence",
+    "choose_model": "model_choice",
+    "prepare_whole_head": "standardise",
+    "extract_brain": "brain_extraction",
 }
 
 
