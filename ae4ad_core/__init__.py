@@ -97,5 +97,11 @@ __all__ = [
     "save_model",
     "SCORING_MODES",
     "score_batch",
+    "score_in_batches",
+    "MapScoring",
+    "detect_sequence",
+    "choose_model",
+    "prepare_whole_head",
+    "extract_brain",
     "__version__",
 ]
