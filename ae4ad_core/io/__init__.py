@@ -20,6 +20,12 @@ through the Modality LUT) so that bright always means dense or high signal; the 
 same way. Colour images (RGB, YBR, PALETTE COLOR, RGBA, CMYK...) are converted to grayscale with the ITU-R
 BT.601 luminance ``0.299 R + 0.587 G + 0.114 B``. Every conversion is listed in ``metadata["applied"]``.
 
+Pixels only
+-----------
+``read_image(..., metadata="minimal")`` (:data:`METADATA_LEVELS`) is the screening path: the same decoder, checks,
+pixels and one-line errors, without the header allow-list and the de-identification pass (a DICOM image then holds
+only ``{"format", "applied"}`` as metadata).
+
 NIfTI orientation
 -----------------
 Volumes are first reoriented to the closest canonical RAS+ axes (``nibabel.orientations.io_orientation``), so
@@ -62,13 +68,22 @@ from ..errors import (  # noqa: F401 - importable from ae4ad_core.io as before t
 from .deidentify import deidentify
 from .dicom import DicomReader
 from .dicom_series import read_dicom_series
-from .image import DEFAULT_MAX_PIXELS, SUPPORTED_EXTENSIONS, Image, ImageReader, ReadOptions, is_dicom
+from .image import (
+    DEFAULT_MAX_PIXELS,
+    METADATA_LEVELS,
+    SUPPORTED_EXTENSIONS,
+    Image,
+    ImageReader,
+    ReadOptions,
+    is_dicom,
+)
 from .nifti import NiftiReader
 from .pillow import PillowReader
 from .reader import READERS, read_image, read_images
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "METADATA_LEVELS",
     "SUPPORTED_EXTENSIONS",
     "Image",
     "read_image",
