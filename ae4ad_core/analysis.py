@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -18,7 +18,15 @@ from .preprocess import SliceGeometry, prepare_slices, restore_map
 from .registry import LoadedModel
 from .scoring import check_mode, require_calibrated_mode, score_in_batches
 
-__all__ = ["Analysis", "analyze", "calibration_of", "outline_in_input_space", "verdict_sentence"]
+__all__ = [
+    "Analysis",
+    "ImageAnalysis",
+    "analyze",
+    "analyze_image",
+    "calibration_of",
+    "outline_in_input_space",
+    "verdict_sentence",
+]
 
 def calibration_of(loaded: LoadedModel) -> Calibration:
     """The model's :class:`Calibration` (parsed once per loaded model, see ``LoadedModel.calibration``)."""
@@ -69,6 +77,9 @@ class Analysis:
     projection: np.ndarray
     geometries: list[SliceGeometry]
     warnings: list[list[str]] = field(default_factory=list)
+    brain: np.ndarray | None = None
+    """``(N, H, W)`` bool brain mask of the scored slices in the input geometry (:func:`analyze_image`), or
+    ``None``; maps and outlines in the input geometry are zero outside it."""
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -86,8 +97,10 @@ class Analysis:
         return verdict_sentence(bool(self.above_threshold[i]), float(self.score_percentiles[i]), self.fpr)
 
     def map_in_input_space(self, i: int = 0) -> np.ndarray:
-        """Slice ``i``'s anomaly map resized back to the input slice's geometry ``(H, W)``."""
-        return restore_map(self.maps[i], self.geometries[i], fill=0.0)
+        """Slice ``i``'s anomaly map resized back to the input slice's geometry ``(H, W)`` (zero outside
+        :attr:`brain` when there is one)."""
+        values = restore_map(self.maps[i], self.geometries[i], fill=0.0)
+        return values if self.brain is None else np.where(self.brain[i], values, np.float32(0.0))
 
     def reconstruction_in_input_space(self, i: int = 0) -> np.ndarray:
         """Slice ``i``'s reconstruction resized back to the input geometry, in model intensity units."""
@@ -147,7 +160,9 @@ def outline_in_input_space(analysis, i: int) -> np.ndarray:
 
     Works on anything with ``outline_mask(i)`` and ``geometries`` (an :class:`Analysis`)."""
     mask = analysis.outline_mask(i).astype(np.float32)
-    return restore_map(mask, analysis.geometries[i], fill=0.0) >= 0.5
+    outline = restore_map(mask, analysis.geometries[i], fill=0.0) >= 0.5
+    brain = getattr(analysis, "brain", None)
+    return outline if brain is None else outline & brain[i]
 
 
 # Out-of-distribution checks of one input slice against the normal images the model was calibrated on
@@ -254,3 +269,110 @@ def analyze(
         geometries=geoms,
         warnings=_input_warnings(x, surprisal, cal),
     )
+
+
+@dataclass(frozen=True)
+class ImageAnalysis:
+    """One image taken the whole way (:func:`analyze_image`): which scan it is, which model fits, what brain
+    extraction and standardisation did, and the :class:`Analysis` (``None`` when no model fits).
+
+    Attributes
+    ----------
+    guess : SequenceGuess
+        What the scan appears to be (:func:`ae4ad_core.sequence.detect_sequence`).
+    choice : ModelChoice
+        The model that fits it, or ``model=None`` and the plain reason none does.
+    analysis : Analysis or None
+        ``None`` when no model fits and none was given.
+    preparation : dict or None
+        The record of :func:`ae4ad_core.standardise.prepare_whole_head` (``None`` without an analysis).
+    brain : (N, H, W) bool array or None
+        The brain mask the model's slices were standardised in.
+    warning : str or None
+        :func:`ae4ad_core.model_choice.override_warning` when the model used does not fit the scan.
+    """
+
+    guess: object
+    choice: object
+    analysis: Analysis | None = None
+    preparation: dict | None = None
+    brain: np.ndarray | None = None
+    warning: str | None = None
+
+    @property
+    def fits(self) -> bool:
+        """True when a model trained on this kind of scan produced the analysis."""
+        return self.analysis is not None and self.warning is None
+
+    def to_record(self) -> dict:
+        """JSON-ready ``{"model_choice", "preparation", "override_warning"}`` for the JSON/CSV/PDF exports."""
+        record = {"model_choice": self.choice.to_record(), "preparation": self.preparation}
+        if self.warning:
+            record["override_warning"] = self.warning
+        return record
+
+
+def analyze_image(
+    image,
+    loaded: LoadedModel | None = None,
+    *,
+    cards=None,
+    mode: str = "reconstruction",
+    guess=None,
+    slice_indices: list[int] | None = None,
+    brain_mask: np.ndarray | None = None,
+) -> ImageAnalysis:
+    """Detect -> choose -> prepare -> :func:`analyze`: the one path from a whole-head upload to a verdict.
+
+    Parameters
+    ----------
+    image : Image
+        As :func:`ae4ad_core.io.read_image` returns it (scanner units, skull included or not).
+    loaded : LoadedModel, optional
+        The model to use; by default the one :func:`ae4ad_core.model_choice.choose_model` picks (loaded from
+        the process-wide cache). A given model that does not fit the scan is used anyway, with
+        :attr:`ImageAnalysis.warning` saying why its map needs care.
+    cards : sequence of cards, optional
+        The registered models to choose from (:func:`ae4ad_core.cards.list_card_summaries` by default).
+    mode : {"reconstruction", "kl", "combined"}
+    guess : SequenceGuess, optional
+        A detection already made (e.g. a demo case whose sequence is known).
+    slice_indices : list of int, optional
+        Which slices to score (default: all).
+    brain_mask : (N, H, W) bool array, optional
+        Passed to :func:`ae4ad_core.standardise.prepare_whole_head` instead of extracting the brain.
+
+    Returns
+    -------
+    ImageAnalysis
+        ``analysis`` is ``None`` (and ``choice.reason`` says why) when no model fits and none was given.
+    """
+    from .model_choice import choose_model, override_warning
+    from .registry import load_shared_model
+    from .sequence import detect_sequence
+    from .standardise import prepare_whole_head
+
+    guess = detect_sequence(image) if guess is None else guess
+    choice = choose_model(guess, cards)
+    if loaded is None:
+        if choice.model is None:
+            return ImageAnalysis(guess=guess, choice=choice)
+        loaded = load_shared_model(choice.model)
+    from .errors import DataError
+    from .model_choice import is_patient_model
+
+    warning = override_warning(guess, loaded.card)
+    try:
+        slices, brain, record = prepare_whole_head(image, loaded.card, guess=guess, brain_mask=brain_mask)
+    except DataError as exc:
+        if is_patient_model(loaded.card):
+            raise
+        # A teaching model reads the pixels as they are; without a brain its map is not restricted.
+        slices, brain = np.asarray(image.pixels), None
+        record = {"model": loaded.card.name, "sequence": guess.to_record(), "brain_extraction": None,
+                  "brain_fraction": None, "notes": [f"no brain mask, the map covers the whole image: {exc}"]}
+    result = analyze(slices, loaded, mode=mode, slice_indices=slice_indices)
+    if brain is not None:
+        # Maps and outlines stop at the extracted brain (the resized model-space map bleeds past its edge).
+        result = replace(result, brain=brain[result.slice_indices])
+    return ImageAnalysis(guess, choice, result, record, brain, warning)

@@ -24,9 +24,18 @@ def records_csv(analysis, *, extra: Mapping | None = None) -> str:
     return buf.getvalue()
 
 
-def result_json(analysis, *, image=None, device: str | None = None, demo_case: str | None = None) -> str:
-    """:meth:`Analysis.to_json` plus what was analysed (file name, format, shape) and on which device."""
-    extra: dict = {}
+def result_json(
+    analysis,
+    *,
+    image=None,
+    device: str | None = None,
+    demo_case: str | None = None,
+    extra: Mapping | None = None,
+) -> str:
+    """:meth:`Analysis.to_json` plus what was analysed (file name, format, shape), on which device, and
+    ``extra`` (e.g. :meth:`ae4ad_core.analysis.ImageAnalysis.to_record`: the model choice and the brain
+    extraction and standardisation)."""
+    extra = dict(extra or {})
     if image is not None:
         extra["input"] = {"name": image.name, "format": image.format, "shape": list(image.pixels.shape)}
     if demo_case is not None:
