@@ -3,7 +3,7 @@
 Commands::
 
     ae4ad info FILE [FILE ...]            what was read (format, shape, de-identified metadata)
-    ae4ad score FILE|SERIES_DIR --model M --mode reconstruction|kl|combined [--out DIR] [--slices 3,4]
+    ae4ad score FILE|SERIES_DIR [--model M] --mode reconstruction|kl|combined [--out DIR] [--slices 3,4]
                 [--dicom]                         also DICOM Parametric Map + Segmentation (DICOM input)
     ae4ad models                          the registry (shipped zoo + user models)
     ae4ad train ...                       train, calibrate and register (see ``ae4ad train -h``)
@@ -152,7 +152,7 @@ def _read_score_input(path: str):
 def cmd_score(args) -> int:
     from tqdm.auto import tqdm
 
-    from .analysis import analyze
+    from .analysis import analyze_image
     from .registry import load_model
     from .render import overlay_rgb
 
@@ -163,7 +163,15 @@ def cmd_score(args) -> int:
         from .dicom_results import DICOM_INPUT_NEEDED
 
         raise UnsupportedImageError(f"{img.name}: {DICOM_INPUT_NEEDED}; this is a {img.format} image.")
-    loaded = load_model(args.model, device=args.device)
+    from .model_choice import choose_model, override_warning
+    from .sequence import detect_sequence
+
+    guess = detect_sequence(img)
+    choice = choose_model(guess)
+    if args.model is None and choice.model is None:
+        print(f"{img.name}: no model fits. {choice.reason}")
+        return 2
+    loaded = load_model(args.model or choice.model, device=args.device)
     indices = _parse_indices(args.slices) or list(range(img.n_slices))
     outside = [i for i in indices if not 0 <= i < img.n_slices]
     if outside:
@@ -174,7 +182,11 @@ def cmd_score(args) -> int:
     out = Path(args.out) if args.out else None
     if out:
         out.mkdir(parents=True, exist_ok=True)
-    res = analyze(img.pixels, loaded, mode=args.mode, slice_indices=indices)  # batched inside (score_in_batches)
+    if args.model is not None and (warning := override_warning(guess, loaded.card)):
+        print(f"warning: {warning}", file=sys.stderr)
+    # Brain extraction and standardisation as the model's training data, then scoring (batched inside).
+    whole = analyze_image(img, loaded, mode=args.mode, guess=guess, slice_indices=indices)
+    res = whole.analysis
     results = res.records()
     analyses = [res]
     if out:
@@ -186,7 +198,8 @@ def cmd_score(args) -> int:
             PILImage.fromarray(rgb).save(out / f"{_stem(img.name)}_slice{idx:03d}_{args.mode}.png")
     payload = {"file": img.name, "model": loaded.name, "mode": args.mode, "device": str(loaded.device),
                "volume_score": max(r["score"] for r in results),
-               "volume_above_threshold": any(r["above_threshold"] for r in results), "slices": results}
+               "volume_above_threshold": any(r["above_threshold"] for r in results), "slices": results,
+               **whole.to_record()}
     datasets = None  # the source DICOM files re-read with identifiers, once, for the DICOM and NIfTI outputs
     if args.dicom:
         from .dicom_results import read_source_datasets, write_dicom_results
@@ -297,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("score", help="score an image file or DICOM series folder: maps as PNG, scores as JSON")
     p.add_argument("file", help="an image file, or a folder holding the files of one DICOM series")
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", default=None,
+                   help="default: the model trained on the scan's sequence (exit status 2 when none fits)")
     p.add_argument("--mode", default="reconstruction", choices=["reconstruction", "kl", "combined", "mse"],
                    help="reconstruction: the card's map scoring; mse: the AE4AD paper's plain squared error")
     p.add_argument("--slices", default=None, help="e.g. 3,4,10-12 (default: all)")
@@ -312,7 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("screen", help="score a folder tree of files into CSV/Parquet (resumable)", add_help=False)
 
     p = sub.add_parser("evaluate", help="evaluate a model on a labelled test split")
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", default=None,
+                   help="default: the model trained on the scan's sequence (exit status 2 when none fits)")
     p.add_argument("--data", default="demo",
                    help="'demo', a MedIAnomaly/BraTS layout folder, or real:flair|t1c[:patient,...] (shipped patients)")
     p.add_argument("--out", default=None)

@@ -240,7 +240,8 @@ def override_warning(guess: SequenceGuess, card) -> str | None:
         )
     if not is_patient_model(card):
         return (
-            f"{card.name} is a teaching model trained on template {seq_word} brains, not on patient scans; "
+            f"{card.name} is a teaching model trained on template {seq_word + ' ' if seq else ''}brains, not on "
+            "patient scans; "
             "its map of a patient scan is for illustration only."
         )
     if guess.sequence == "unknown":

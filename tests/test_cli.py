@@ -67,3 +67,34 @@ def test_score_refuses_bad_slices_in_one_line(tiny_ae_dir, slices, match, capsys
     assert main(["score", mr, "--model", str(tiny_ae_dir), "--slices", slices, "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and match in err and err.count("\n") == 1
+
+
+def test_score_chooses_the_model_and_records_the_preparation(shared_data, tmp_path, capsys):
+    from ae4ad_core.cli import main
+
+    flair = shared_data / "tcga-head" / "TCGA-FG-6692_flair.nii.gz"
+    assert main(["score", str(flair), "--slices", "12,13", "--device", "cpu"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["model"].startswith("flair-") and payload["model_choice"]["fits"]
+    prep = payload["preparation"]
+    assert prep["model"] == payload["model"] and prep["sequence_matches"]
+    assert prep["brain_extraction"]["method"] and 0 < prep["brain_fraction"] < 1
+    assert [r["slice"] for r in payload["slices"]] == [12, 13]
+    # A model for another sequence is still used when asked for, with a warning on stderr.
+    assert main(["score", str(flair), "--slices", "12", "--model", "t1c-intensity", "--device", "cpu"]) == 0
+    run = capsys.readouterr()
+    assert json.loads(run.out)["override_warning"] and run.err.startswith("warning: t1c-intensity")
+
+
+def test_score_says_no_model_fits_a_ct(tmp_path, capsys):
+    import numpy as np
+    from _fixtures_io import dicom_bytes
+
+    from ae4ad_core.cli import main
+
+    hu = np.random.default_rng(0).normal(1040, 30, (64, 64)).astype(np.uint16)
+    path = tmp_path / "ct.dcm"
+    path.write_bytes(dicom_bytes(hu, rescale=(1.0, -1024.0)))
+    assert main(["score", str(path), "--device", "cpu"]) == 2
+    out = capsys.readouterr().out.strip()
+    assert "no model fits" in out and "CT" in out and out.count("\n") == 0

@@ -21,7 +21,7 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
-from ae4ad_core.analysis import analyze
+from ae4ad_core.analysis import analyze, analyze_image
 from ae4ad_core.cli import main
 from ae4ad_core.dicom_results import (
     DICOM_INPUT_NEEDED,
@@ -140,7 +140,7 @@ def test_score_dicom_writes_valid_objects_in_the_source_study(which, kind, mode,
     files = sorted(series_dir.iterdir()) if which == "series" else [source]
     sources = read_source_datasets(files)
     image = read_dicom_series(files) if which == "series" else read_image(source)
-    expected = analyze(image.pixels, model, mode=mode)
+    expected = analyze_image(image, model, mode=mode).analysis  # the CLI's path: brain extraction first
     for path in (maps[0], segs[0]):
         assert dciodvfy_errors(path) == []
         obj = pydicom.dcmread(path)
