@@ -15,6 +15,7 @@ __all__ = [
     "MODE_HELP",
     "header_rows",
     "preprocessing_steps",
+    "preparation_lines",
     "latent_rows",
     "verdict_numbers",
     "volume_summary",
@@ -205,3 +206,23 @@ def volume_summary(analysis) -> str | None:
         f"{above} of {n} slices above the threshold; the highest score is on slice "
         f"{analysis.slice_indices[k] + 1} (volume score = the maximum over slices)."
     )
+
+
+def preparation_lines(result) -> list[str]:
+    """What the whole-head path did to an upload (an :class:`~ae4ad_core.analysis.ImageAnalysis`), one line
+    each: what the scan looks like and why, the model choice, the brain extraction and the standardisation."""
+    guess, prep = result.guess, result.preparation or {}
+    lines = [f"Detected: {guess.describe()}" + (f" — {'; '.join(guess.reasons[:3])}" if guess.reasons else "")]
+    lines.append(f"Model: {result.choice.reason}")
+    if result.warning:
+        lines.append(f"Model used: {prep.get('model', '')} — {result.warning}")
+    extraction = prep.get("brain_extraction") or {}
+    if extraction:
+        fraction = prep.get("brain_fraction")
+        share = f"; the brain covers {fraction:.0%} of the image" if isinstance(fraction, (int, float)) else ""
+        lines.append(f"Brain extraction: {extraction.get('method', 'not recorded')}{share}")
+    standard = prep.get("standardisation") or {}
+    if standard.get("method"):
+        lines.append(f"Standardisation: {standard['method']}")
+    lines += [f"Note: {note}" for note in prep.get("notes", [])]
+    return lines

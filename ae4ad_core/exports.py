@@ -10,7 +10,7 @@ import io
 import re
 from collections.abc import Mapping
 
-__all__ = ["records_csv", "result_json", "download_name"]
+__all__ = ["records_csv", "result_json", "download_name", "preparation_columns"]
 
 
 def records_csv(analysis, *, extra: Mapping | None = None) -> str:
@@ -50,3 +50,16 @@ def download_name(image_name: str, model: str, mode: str, suffix: str) -> str:
     stem = image_name.rsplit(".", 1)[0] if not image_name.endswith(".nii.gz") else image_name[:-7]
     text = f"{stem}_{model}_{mode}{suffix}"
     return re.sub(r"[^A-Za-z0-9.-]+", "_", text).strip("_")
+
+
+def preparation_columns(result) -> dict:
+    """Flat columns of the whole-head path for a CSV row (an :class:`~ae4ad_core.analysis.ImageAnalysis`):
+    ``sequence``, ``model_fits``, ``brain_fraction``, ``brain_extraction`` and ``model_choice``."""
+    prep = result.preparation or {}
+    return {
+        "sequence": result.guess.sequence,
+        "model_fits": result.fits,
+        "brain_fraction": prep.get("brain_fraction"),
+        "brain_extraction": (prep.get("brain_extraction") or {}).get("method", ""),
+        "model_choice": result.choice.reason,
+    }

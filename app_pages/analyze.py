@@ -24,18 +24,47 @@ from ae4ad_app.widgets import (
     upload_key,
 )
 from ae4ad_core import explanations, exports, model_summary, render
-from ae4ad_core.analysis import analyze, calibration_of
+from ae4ad_core.analysis import analyze_image, calibration_of
 from ae4ad_core.content_hash import files_digest
 from ae4ad_core.demo_cases import case_caption
 from ae4ad_core.dicom_results import dicom_results_for_uploads
 from ae4ad_core.errors import Ae4adError
+from ae4ad_core.explanations import preparation_lines
 from ae4ad_core.io import Image
+from ae4ad_core.model_choice import choose_model
 from ae4ad_core.plotting import figure_to_png, latent_scatter_figure, score_histogram_figure, spectrum_figure
+from ae4ad_core.sequence import SequenceGuess, detect_sequence
 
 
-@st.cache_data(max_entries=32, show_spinner="Scoring…")
-def run_analysis(key: str, model_name: str, stamp: float, mode: str, _pixels):
-    return analyze(_pixels, get_model(model_name), mode=mode)
+@st.cache_data(max_entries=32, show_spinner="Finding the brain and scoring…")
+def run_analysis(key: str, model_name: str, stamp: float, mode: str, _image, _guess):
+    """Brain extraction, standardisation and scoring, once per (input content, model, mode)."""
+    return analyze_image(_image, get_model(model_name), cards=get_cards(), mode=mode, guess=_guess)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def guess_of(key: str, _image) -> SequenceGuess:
+    """What the upload appears to be (sequence, modality, body part), once per content."""
+    return detect_sequence(_image)
+
+
+def demo_guess(case) -> SequenceGuess:
+    """A demo case's sequence is known."""
+    return SequenceGuess(
+        case.sequence or "unknown", "MR", "brain", 1.0, [f"demo case: a {case.sequence or 'brain'} slice"]
+    )
+
+
+def brain_outline(rgb: np.ndarray, brain: np.ndarray) -> np.ndarray:
+    """``rgb`` with the edge of the extracted brain drawn in light grey."""
+    from scipy.ndimage import binary_erosion
+
+    edge = brain & ~binary_erosion(brain)
+    if edge.shape != rgb.shape[:2]:
+        return rgb
+    out = rgb.copy()
+    out[edge] = (200, 200, 200)
+    return out
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
@@ -87,22 +116,6 @@ with st.sidebar:
         help="Any file name works (PACS exports often have none): the content decides the format. "
         "Several DICOM files of one series become one volume.",
     )
-    if case is not None and st.session_state.get("_model_chosen_for") != case.key:
-        # A newly chosen demo case preselects the model of its sequence; the user may pick another after.
-        st.session_state["_model_chosen_for"] = case.key
-        if preselect := model_summary.default_model_for(get_cards(), case.sequence):
-            st.session_state["model"] = preselect
-
-    st.header("Model")
-    choice = model_picker()
-    name, card, loaded, mode, stamp = choice.name, choice.card, choice.model, choice.mode, choice.stamp
-    mismatch = model_summary.sequence_note(card, case.sequence) if case is not None else None
-
-    st.header("Display")
-    preset = st.selectbox("Window / level", render.WINDOW_PRESETS, format_func=str.capitalize)
-    invert = st.toggle("Invert grey levels")
-    opacity = st.slider("Map opacity", 0.0, 1.0, 0.5, 0.05)
-    outlines = st.toggle("Show outlines", value=True)
 
 # ------------------------------------------------------------------------------------------------- input
 st.title("Analyze an image")
@@ -137,11 +150,55 @@ else:
     )
     key, truth = demo_case_key(case), case.mask
 
+# Which scan is it, and which model fits it? A new input preselects that model (a demo case: the model of its
+# sequence); the user may pick another after, with a warning when it does not fit.
+guess = demo_guess(case) if case is not None and source == "Demo case" else guess_of(key, image)
+fit = choose_model(guess, get_cards())
+if st.session_state.get("_model_chosen_for") != key:
+    st.session_state["_model_chosen_for"] = key
+    if source == "Demo case":
+        preselect = model_summary.default_model_for(get_cards(), case.sequence)
+    else:
+        preselect = fit.model if source == "Upload" else None  # From Batch: the batch's model
+    if preselect:
+        st.session_state["model"] = st.session_state["_auto_model"] = preselect
+
+with st.sidebar:
+    st.header("Model")
+    choice = model_picker()
+    name, card, loaded, mode, stamp = choice.name, choice.card, choice.model, choice.mode, choice.stamp
+    mismatch = model_summary.sequence_note(card, case.sequence) if case is not None else None
+
+    st.header("Display")
+    preset = st.selectbox("Window / level", render.WINDOW_PRESETS, format_func=str.capitalize)
+    invert = st.toggle("Invert grey levels")
+    opacity = st.slider("Map opacity", 0.0, 1.0, 0.5, 0.05)
+    outlines = st.toggle("Show outlines", value=True)
+    show_brain = st.toggle(
+        "Show brain outline",
+        value=False,
+        help="The edge of the brain found in the scan (grey); the map stops there.",
+    )
+
+# An upload no model fits gets a plain statement instead of a meaningless map, unless the user picked a model
+# (not the one preselected): it is used then, with a warning. Demo cases and volumes from Batch are scored.
+picked = st.session_state.get("model") != st.session_state.get("_auto_model")
+if fit.model is None and not picked and source == "Upload":
+    st.subheader(image.name)
+    st.info(f"**No model fits this scan.** {fit.reason}", icon=":material/block:")
+    st.caption(
+        f"Detected: {guess.describe()}. "
+        + " ".join(guess.reasons[:3])
+        + " To score it anyway, pick a model in the sidebar (its map will come with a warning)."
+    )
+    st.stop()
+
 try:
-    analysis = run_analysis(key, name, stamp, mode, image.pixels)
+    whole = run_analysis(key, name, stamp, mode, image, guess)
 except Ae4adError as exc:
     st.error(str(exc), icon=":material/error:")
     st.stop()
+analysis = whole.analysis
 
 # ------------------------------------------------------------------------------------------------- views
 st.subheader(image.name)
@@ -150,6 +207,10 @@ with st.container():  # one slot whatever it holds, so the elements below keep t
         st.caption(case_caption(case))
     if mismatch:
         st.warning(mismatch, icon=":material/warning:")
+    elif whole.warning and source != "Demo case":
+        st.warning(whole.warning, icon=":material/warning:")
+    elif source != "Demo case" and fit.model == name:
+        st.caption(f":material/check_circle: {fit.reason}")
 views = st.container()
 i = 0
 if image.n_slices > 1:
@@ -169,6 +230,8 @@ inp, rec, over = render.view_images(
     show_outlines=outlines,
     truth=truth,
 )
+if show_brain and analysis.brain is not None:
+    over = brain_outline(over, analysis.brain[i])
 with views:
     for col, img, caption in zip(
         st.columns(3), (inp, rec, over), ("Input", "Reconstruction", "Anomaly map over input"), strict=True
@@ -229,13 +292,18 @@ with details_tab:
     steps.markdown("**What preprocessing did**")
     steps.markdown(
         "\n".join(
-            f"1. {s}" for s in explanations.preprocessing_steps(image, card.preprocessing, analysis.geometries[i])
+            f"1. {s}"
+            for s in explanations.preprocessing_steps(image, card.preprocessing, analysis.geometries[i])
         )
     )
+    steps.markdown("**Which scan, which model, which brain**")
+    steps.markdown("\n".join(f"- {line}" for line in preparation_lines(whole)))
 with downloads_tab:
     file_name = partial(exports.download_name, image.name, name, mode)
     panels = partial(render.panels_png, (inp, rec, over), ("Input", "Reconstruction", "Anomaly map"))
-    as_json = partial(exports.result_json, analysis, image=image, device=str(loaded.device))
+    as_json = partial(
+        exports.result_json, analysis, image=image, device=str(loaded.device), extra=whole.to_record()
+    )
     cols = st.columns(3)
     cols[0].download_button(
         "Maps (PNG)", panels, file_name(f"_slice{i + 1}.png"), "image/png", on_click="ignore"
@@ -245,7 +313,7 @@ with downloads_tab:
     )
     cols[2].download_button(
         "Result (CSV)",
-        partial(exports.records_csv, analysis),
+        partial(exports.records_csv, analysis, extra=exports.preparation_columns(whole)),
         file_name(".csv"),
         "text/csv",
         on_click="ignore",

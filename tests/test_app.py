@@ -428,7 +428,69 @@ def test_an_upload_replaces_the_demo_case(app):
     upload(app, ("brain.png", png_bytes()))
     assert app.radio(key="source").value == "Upload"
     assert app.subheader[0].value == "brain.png"
+    # Nothing tells this PNG's sequence: no model is preselected for it and no map is shown until one is picked.
+    assert any("No model fits this scan" in i.value and "could not be told" in i.value for i in app.info)
+    choose(app, FIXTURE_AE)
     assert_result_shown(app)
+    assert any("teaching model" in w.value for w in app.warning)
+
+
+# ------------------------------------------------------------------------------- whole-head uploads
+
+
+def verdict_shown(at) -> bool:
+    return "normal range: score at the" in texts(at)
+
+
+def test_a_whole_head_flair_gets_a_flair_model_and_a_map_inside_the_brain(app, shared_data):
+    """The TCGA FLAIR (a clinical whole head, skull and face included) preselects a FLAIR model, is brain-
+    extracted and standardised, and its map has no above-threshold pixel outside the extracted brain."""
+    from ae4ad_core.analysis import analyze_image
+    from ae4ad_core.io import read_image
+    from ae4ad_core.registry import load_shared_model
+    from ae4ad_core.sequence import detect_sequence
+
+    path = shared_data / "tcga-head" / "TCGA-FG-6692_flair.nii.gz"
+    upload(app, (path.name, path.read_bytes()))
+    assert not app.error, [e.value for e in app.error]
+    model = app.selectbox(key="model").value
+    assert model.startswith("flair-")
+    assert_result_shown(app)
+    text = texts(app)
+    assert "FLAIR" in text and "Brain extraction:" in text and "Standardisation:" in text
+    assert not any("trained on" in w.value and "this looks like" in w.value for w in app.warning)
+    app.sidebar.toggle[2].set_value(True).run()  # the brain outline
+    assert not app.exception and verdict_shown(app)
+    # The page's call, on the library side: nothing above the threshold outside the brain.
+    image = read_image(path)
+    result = analyze_image(image, load_shared_model(model), guess=detect_sequence(image))
+    assert result.analysis.volume_above_threshold
+    for i in range(len(result.analysis)):
+        assert not np.any(result.analysis.outline_in_input_space(i) & ~result.brain[i])
+        assert not np.any(result.analysis.map_in_input_space(i)[~result.brain[i]])
+
+
+def ct_dicom_bytes() -> bytes:
+    """A synthetic head CT slice: Modality CT, Hounsfield units (air -1000, brain about 40, bone 1000)."""
+    from _fixtures_io import dicom_bytes as make_dicom
+
+    yy, xx = np.mgrid[-1:1:128j, -1:1:128j]
+    r = np.hypot(yy / 0.8, xx / 0.7)
+    hu = np.where(r < 0.9, 40.0, -1000.0) + np.where((r >= 0.9) & (r < 1.0), 1000.0, 0.0)
+    hu += np.random.default_rng(0).normal(0, 5, hu.shape)
+    return make_dicom((hu + 1024).astype(np.uint16), rescale=(1.0, -1024.0), window=(40.0, 80.0))
+
+
+def test_a_ct_gets_the_plain_no_model_statement_and_no_map(app):
+    upload(app, ("head_ct.dcm", ct_dicom_bytes()))
+    assert not app.exception and not app.error
+    statement = [i.value for i in app.info if "No model fits this scan" in i.value]
+    assert statement and "CT" in statement[0] and "no map is shown" in statement[0]
+    assert not verdict_shown(app) and images_shown(app) == 0
+    # A model picked explicitly is used, with the warning that its map means nothing here.
+    choose(app, FIXTURE_AE)
+    assert_result_shown(app)
+    assert any("this looks like a CT" in w.value for w in app.warning)
 
 
 # ------------------------------------------------------------------------------------------- Models page
