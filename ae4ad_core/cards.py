@@ -93,14 +93,14 @@ def read_card_summary(folder: Path | str) -> CardSummary:
         raise ModelCardError(f"{source}: {exc}") from None
 
 
-def list_card_summaries(roots: list[Path] | None = None) -> list[CardSummary]:
-    """Summaries of every model under the registry roots (default
-    :func:`ae4ad_core.registry.registry_roots`), unreadable cards skipped, first root winning a name, sorted by
-    name with numbers in numeric order (``ae-d2`` before ``ae-d16``) as :func:`~ae4ad_core.registry.list_models`.
-    """
+def read_registry(read, roots: list[Path] | None = None) -> list:
+    """``read(folder)`` of every model folder under the registry roots (default
+    :func:`ae4ad_core.registry.registry_roots`): folders whose card cannot be read are skipped, the first root
+    wins a name, and the result is sorted by name with numbers in numeric order (``ae-d2`` before ``ae-d16``).
+    The one registry walk of :func:`list_card_summaries` and :func:`ae4ad_core.registry.list_models`."""
     from .registry import CARD_FILE, registry_roots
 
-    found: dict[str, CardSummary] = {}
+    found: dict = {}
     for root in registry_roots() if roots is None else roots:
         root = Path(root)
         if not root.is_dir():
@@ -109,11 +109,16 @@ def list_card_summaries(roots: list[Path] | None = None) -> list[CardSummary]:
             if folder.name.startswith(".") or not (folder / CARD_FILE).is_file():
                 continue
             try:
-                summary = read_card_summary(folder)
+                item = read(folder)
             except ModelCardError:
                 continue
-            found.setdefault(summary.name, summary)
-    return sorted(found.values(), key=lambda s: _natural_key(s.name))
+            found.setdefault(item.name, item)
+    return sorted(found.values(), key=lambda item: _natural_key(item.name))
+
+
+def list_card_summaries(roots: list[Path] | None = None) -> list[CardSummary]:
+    """Summaries of every model under the registry roots, as :func:`read_registry` walks them."""
+    return read_registry(read_card_summary, roots)
 
 
 def _natural_key(name: str) -> list:

@@ -376,25 +376,6 @@ def load_shared_model(name_or_path: str | Path, *, device: str | torch.device | 
 
 def list_models(roots: list[Path] | None = None) -> list[ModelCard]:
     """Cards of every valid model under the roots (invalid folders are skipped), sorted by name."""
-    cards: dict[str, ModelCard] = {}
-    for root in registry_roots() if roots is None else roots:
-        root = Path(root)
-        if not root.is_dir():
-            continue
-        for folder in sorted(root.iterdir()):
-            if folder.name.startswith(".") or not (folder / CARD_FILE).is_file():
-                continue
-            try:
-                card = load_card(folder)
-            except ModelCardError:
-                continue
-            cards.setdefault(card.name, card)
-    return sorted(cards.values(), key=lambda c: _natural_key(c.name))
+    from .cards import read_registry
 
-
-def _natural_key(name: str):
-    import re
-
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
-
-
+    return read_registry(load_card, roots)
