@@ -3,7 +3,12 @@
 :func:`score_uploads` is the one call behind the app's Batch page (and usable from scripts):
 
 ``uploads --archive.expand_uploads--> files --io.read_images--> images (a DICOM series = one volume)
---analysis.analyze (every slice)--> per-slice rows + one row per volume (max slice score) + thumbnails``
+--analysis.analyze_image (detect the scan, choose the model, extract and standardise the brain, score every
+slice)--> per-slice rows + one row per volume (max slice score) + thumbnails``
+
+Without a model given, each scan gets the model trained on its sequence; a scan no model fits (CT, X-ray,
+another sequence) gets a "no model fits" row (no score, the reason as its verdict) instead of a meaningless
+score. A model given is used for every scan, with a warning in the rows it does not fit.
 
 A file that cannot be expanded, read or scored becomes one ``(name, reason)`` entry of
 :attr:`BatchResult.errors`; it never stops the others. Patient identifiers (from DICOM headers) are read only
@@ -21,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .analysis import analyze
+from .analysis import analyze_image
 from .archive import expand_uploads
 from .errors import Ae4adError
 from .io import Image, read_images
@@ -32,6 +37,7 @@ __all__ = [
     "IDENTIFIER_FIELDS",
     "THUMBNAIL_SIZE",
     "BatchResult",
+    "PER_SCAN",
     "score_uploads",
     "thumbnail_pngs",
     "png_data_url",
@@ -67,6 +73,9 @@ _VOLUME_COLUMNS = (
     "warnings",
     "model",
     "mode",
+    "sequence",
+    "fits",
+    "brain_fraction",
 )
 
 
@@ -77,8 +86,10 @@ class BatchResult:
     Attributes
     ----------
     model_name, mode : str
+        ``model_name`` is :data:`PER_SCAN` when each scan got the model that fits it.
     threshold, fpr : float
-        The model's calibrated image threshold in ``mode`` and its false-positive rate on normal images.
+        The model's calibrated image threshold in ``mode`` and its false-positive rate on normal images (NaN
+        when the model was chosen per scan: see each volume's ``threshold``).
     rows : list of dict
         One per scored slice: ``volume_id``, ``name``, ``slice`` (0-based) and the fields of
         :meth:`ae4ad_core.analysis.Analysis.records`.
@@ -86,7 +97,10 @@ class BatchResult:
         One per file or DICOM series, ranked by ``score`` (the maximum slice score, highest first):
         ``rank``, ``volume_id``, ``name``, ``format``, ``n_slices``, ``best_slice``, ``score``, ``threshold``,
         ``fpr``, ``above_threshold`` (any slice), ``n_slices_above``, ``score_percentile`` (of the best
-        slice), ``verdict`` (the sentence for the best slice), ``warnings``, ``model``, ``mode``.
+        slice), ``verdict`` (the sentence for the best slice), ``warnings``, ``model``, ``mode``,
+        ``sequence`` (detected), ``fits`` (a model trained on this kind of scan scored it) and
+        ``brain_fraction`` (share of the image inside the extracted brain). A scan no model fits has no score
+        (NaN), ranks last, and its verdict is the reason.
     errors : list of (str, str)
         ``(name, one-line reason)`` of every upload, file or series that could not be expanded, read or scored.
     thumbnails : dict
@@ -115,6 +129,11 @@ class BatchResult:
     def n_above(self) -> int:
         """Volumes with at least one slice above the threshold."""
         return sum(1 for v in self.volumes if v["above_threshold"])
+
+    @property
+    def n_unfit(self) -> int:
+        """Volumes no model fits (not scored)."""
+        return sum(1 for v in self.volumes if v["model"] is None)
 
     def identifier_columns(self, include_identifiers: bool = True) -> list[str]:
         """The identifier fields present in this result (raises when asked for and none were read)."""
@@ -185,7 +204,15 @@ class BatchResult:
                 "best slice": df["best_slice"] + 1,
                 "score": df["score"],
                 "percentile": df["score_percentile"],
-                "verdict": np.where(df["above_threshold"], "above normal range", "within normal range"),
+                "verdict": np.where(
+                    df["model"].isna(),
+                    "no model fits",
+                    np.where(df["above_threshold"], "above normal range", "within normal range"),
+                ),
+                "model": df["model"],
+                "sequence": df["sequence"],
+                "fits": df["fits"],
+                "brain fraction": df["brain_fraction"],
                 "slices above": df["n_slices_above"],
                 "warnings": df["warnings"],
                 "volume_id": df["volume_id"],
@@ -201,7 +228,17 @@ class BatchResult:
         slices["slice"] = slices["slice"].astype("Int64")
         slices = slices.sort_values(["volume_rank", "slice"], kind="mergesort")
         slices["error"] = ""
-        failures = pd.DataFrame({"name": [n for n, _ in self.errors], "error": [r for _, r in self.errors]})
+        unfit = [v for v in self.volumes if v["model"] is None]
+        failures = pd.DataFrame(
+            {
+                "volume_rank": pd.array(
+                    [v["rank"] for v in unfit] + [None] * len(self.errors), dtype="Int64"
+                ),
+                "volume_id": [v["volume_id"] for v in unfit] + [None] * len(self.errors),
+                "name": [v["name"] for v in unfit] + [n for n, _ in self.errors],
+                "error": [f"no model fits: {v['verdict']}" for v in unfit] + [r for _, r in self.errors],
+            }
+        )
         table = pd.concat([slices, failures], ignore_index=True) if len(failures) else slices
         return table.to_csv(index=False).encode("utf-8")
 
@@ -235,7 +272,7 @@ class BatchResult:
             "name": name,
             "data": data,
             "slice": int(volume["best_slice"]),
-            "model": self.model_name,
+            "model": volume["model"] or self.model_name,
             "mode": self.mode,
         }
 
@@ -276,6 +313,15 @@ def thumbnail_pngs(
     return _png(gray, size), _png(overlay, size)
 
 
+def _card_of(whole, loaded):
+    """The card of the model that scored ``whole`` (the given one, or the one chosen for the scan)."""
+    if loaded is not None:
+        return loaded.card
+    from .registry import load_shared_model
+
+    return load_shared_model(whole.analysis.model_name).card
+
+
 def _reason(exc: BaseException, name: str) -> str:
     text = " ".join(str(exc).split())
     if isinstance(exc, Ae4adError) and text.startswith(name):
@@ -294,11 +340,16 @@ def _unique_names(files: Sequence[tuple[str, bytes]]) -> list[tuple[str, bytes]]
     return out
 
 
+PER_SCAN = "per scan"
+""":attr:`BatchResult.model_name` when each scan got the model that fits it."""
+
+
 def score_uploads(
     files: Sequence[tuple[str, bytes]],
-    loaded: LoadedModel,
+    loaded: LoadedModel | None = None,
     *,
     mode: str = "reconstruction",
+    cards: Sequence | None = None,
     include_identifiers: bool = False,
     thumbnail_size: int = THUMBNAIL_SIZE,
     progress: Callable[[float, str], None] | None = None,
@@ -310,9 +361,13 @@ def score_uploads(
     files : sequence of (str, bytes)
         Uploaded ``(name, content)`` pairs; ZIP archives are expanded safely, DICOM files of one series are
         stacked into one volume.
-    loaded : LoadedModel
+    loaded : LoadedModel, optional
+        The model for every scan; by default each scan gets the one trained on its sequence
+        (:func:`ae4ad_core.model_choice.choose_model`) or a "no model fits" row.
     mode : {"reconstruction", "kl", "combined"}
-        Checked once up front: a mode the model cannot do raises ``UnsupportedModeError``.
+        Checked once up front for a given model: a mode it cannot do raises ``UnsupportedModeError``.
+    cards : sequence of cards, optional
+        The models to choose from (the registry's by default).
     include_identifiers : bool
         Read the :data:`IDENTIFIER_FIELDS` of DICOM headers into :attr:`BatchResult.identifiers`.
     thumbnail_size : int
@@ -326,9 +381,10 @@ def score_uploads(
     """
     from .analysis import calibration_of
 
-    card = loaded.card
-    check_mode(loaded.inference, mode, model_name=f"model {card.name!r}")
-    cal = calibration_of(loaded)
+    card = loaded.card if loaded is not None else None
+    if loaded is not None:
+        check_mode(loaded.inference, mode, model_name=f"model {card.name!r}")
+        cal = calibration_of(loaded)
 
     def tell(fraction: float, message: str) -> None:
         if progress is not None:
@@ -349,37 +405,65 @@ def score_uploads(
     for k, image in enumerate(images):
         vid = f"V{k + 1:03d}"
         try:
-            res = analyze(image.pixels, loaded, mode=mode)
-            best = int(np.argmax(res.scores))
-            thumbnails[vid] = thumbnail_pngs(
-                image, res, best, preprocessing=card.preprocessing, size=thumbnail_size
-            )
+            whole = analyze_image(image, loaded, cards=cards, mode=mode)
+            res = whole.analysis
+            if res is not None:
+                best = int(np.argmax(res.scores))
+                thumbnails[vid] = thumbnail_pngs(
+                    image, res, best, preprocessing=_card_of(whole, loaded).preprocessing, size=thumbnail_size
+                )
         except Exception as exc:  # noqa: BLE001 - one volume's failure must not stop the batch
             errors.append((image.name, _reason(exc, image.name)))
             tell(0.05 + 0.95 * (k + 1) / len(images), f"Scored {k + 1} of {len(images)}")
             continue
-        for rec in res.records():
-            rows.append({"volume_id": vid, "name": image.name, **rec})
-        warnings = list(dict.fromkeys(w for ws in res.warnings for w in ws))
-        volumes.append(
-            {
-                "volume_id": vid,
-                "name": image.name,
-                "format": image.format,
-                "n_slices": image.n_slices,
-                "best_slice": best,
-                "score": float(res.scores[best]),
-                "threshold": res.threshold,
-                "fpr": res.fpr,
-                "above_threshold": res.volume_above_threshold,
-                "n_slices_above": int(np.sum(res.above_threshold)),
-                "score_percentile": float(res.score_percentiles[best]),
-                "verdict": res.verdict(best),
-                "warnings": "; ".join(warnings),
-                "model": card.name,
-                "mode": mode,
-            }
-        )
+        prep = whole.preparation or {}
+        found = {
+            "volume_id": vid,
+            "name": image.name,
+            "format": image.format,
+            "n_slices": image.n_slices,
+            "mode": mode,
+            "sequence": whole.guess.sequence,
+            "fits": whole.fits,
+            "brain_fraction": prep.get("brain_fraction"),
+        }
+        if res is None:
+            volumes.append(
+                {
+                    **found,
+                    "best_slice": 0,
+                    "score": float("nan"),
+                    "threshold": float("nan"),
+                    "fpr": float("nan"),
+                    "above_threshold": False,
+                    "n_slices_above": 0,
+                    "score_percentile": float("nan"),
+                    "verdict": whole.choice.reason,
+                    "warnings": "",
+                    "model": None,
+                }
+            )
+        else:
+            for rec in res.records():
+                rows.append({"volume_id": vid, "name": image.name, **rec})
+            warnings = ([whole.warning] if whole.warning else []) + list(
+                dict.fromkeys(w for ws in res.warnings for w in ws)
+            )
+            volumes.append(
+                {
+                    **found,
+                    "best_slice": best,
+                    "score": float(res.scores[best]),
+                    "threshold": res.threshold,
+                    "fpr": res.fpr,
+                    "above_threshold": res.volume_above_threshold,
+                    "n_slices_above": int(np.sum(res.above_threshold)),
+                    "score_percentile": float(res.score_percentiles[best]),
+                    "verdict": res.verdict(best),
+                    "warnings": "; ".join(warnings),
+                    "model": res.model_name,
+                }
+            )
         names = image.metadata.get("files") if image.format == "dicom-series" else None
         sources[vid] = [(n, by_name[n]) for n in (names or [image.name]) if n in by_name]
         if include_identifiers:
@@ -387,15 +471,15 @@ def score_uploads(
             identifiers[vid] = {f: str(found[f]) for f in IDENTIFIER_FIELDS if found.get(f) not in (None, "")}
         tell(0.05 + 0.95 * (k + 1) / len(images), f"Scored {k + 1} of {len(images)}: {image.name}")
 
-    volumes.sort(key=lambda v: -v["score"])
+    volumes.sort(key=lambda v: (v["model"] is None, -v["score"] if v["model"] is not None else 0.0))
     for r, v in enumerate(volumes, start=1):
         v["rank"] = r
     tell(1.0, f"Done: {len(volumes)} volume(s), {len(errors)} failure(s).")
     return BatchResult(
-        model_name=card.name,
+        model_name=card.name if card is not None else PER_SCAN,
         mode=mode,
-        threshold=cal.modes[mode].threshold,
-        fpr=cal.fpr,
+        threshold=cal.modes[mode].threshold if card is not None else float("nan"),
+        fpr=cal.fpr if card is not None else float("nan"),
         rows=rows,
         volumes=[{c: v[c] for c in _VOLUME_COLUMNS} for v in volumes],
         errors=errors,

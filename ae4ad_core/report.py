@@ -70,7 +70,7 @@ def card_lines(card: ModelCard, *, mode: str, threshold: float, fpr: float) -> l
 
 def build_pdf_report(
     result: BatchResult,
-    card: ModelCard,
+    card: ModelCard | None,
     *,
     include_identifiers: bool = False,
     title: str = "AE4AD batch screening report",
@@ -80,8 +80,9 @@ def build_pdf_report(
     Parameters
     ----------
     result : BatchResult
-    card : ModelCard
-        The card of the model that scored the batch (``result.model_name``).
+    card : ModelCard or None
+        The card of the model that scored the batch (``result.model_name``); ``None`` when the model was
+        chosen per scan (each row names its model).
     include_identifiers : bool
         Add an identifier column (patient name, ID...). Needs a result scored with identifiers.
     title : str
@@ -94,7 +95,7 @@ def build_pdf_report(
     from fpdf import FPDF
     from fpdf.fonts import FontFace
 
-    if card.name != result.model_name:
+    if card is not None and card.name != result.model_name:
         raise ValueError(
             f"The card is of model {card.name!r} but the batch was scored with {result.model_name!r}."
         )
@@ -155,7 +156,16 @@ def build_pdf_report(
     pdf.set_font("Helvetica", "B", 11)
     pdf.cell(0, 6, "Model", new_x="LMARGIN", new_y="NEXT")
     pdf.set_font("Helvetica", "", 9)
-    for label, value in card_lines(card, mode=result.mode, threshold=result.threshold, fpr=result.fpr):
+    lines = (
+        card_lines(card, mode=result.mode, threshold=result.threshold, fpr=result.fpr)
+        if card is not None
+        else [
+            ("Model", "chosen per scan: the model trained on each scan's sequence (named in each row)"),
+            ("Scoring mode", result.mode),
+            ("Not scored", f"{result.n_unfit} scan(s) no model fits (CT, X-ray, another sequence...)"),
+        ]
+    )
+    for label, value in lines:
         pdf.set_font("Helvetica", "B", 9)
         pdf.cell(32, 5, _latin1(label))
         pdf.set_font("Helvetica", "", 9)
@@ -225,11 +235,19 @@ def build_pdf_report(
                         row.cell("-")
                     else:
                         row.cell(img=io.BytesIO(png), img_fill_width=True)
-                row.cell(_latin1(v["name"]))
+                found = [v.get("model") or "no model fits", v.get("sequence") or ""]
+                if isinstance(v.get("brain_fraction"), (int, float)):
+                    found.append(f"brain {v['brain_fraction']:.0%}")
+                row.cell(_latin1(f"{v['name']}\n{', '.join(f for f in found if f)}"))
                 if include_identifiers:
                     row.cell(_latin1(ids_by_volume.get(v["volume_id"], "")))
                 row.cell(str(v["n_slices"]))
                 row.cell(str(v["best_slice"] + 1))
+                if v.get("model", result.model_name) is None:
+                    row.cell("-")
+                    row.cell("-")
+                    row.cell("No model fits")
+                    continue
                 row.cell(f"{v['score']:.4g}")
                 row.cell(f"{v['score_percentile']:.0f}")
                 above = v["above_threshold"]

@@ -111,17 +111,17 @@ def test_unsupported_mode_is_refused_up_front(tiny_ae):
 
 
 def test_vae_modes_and_a_failing_volume_does_not_stop_the_batch(tiny_vae_dir, monkeypatch):
-    from ae4ad_core import batch
+    from ae4ad_core import analysis
 
     loaded = load_model(tiny_vae_dir, device="cpu")
-    real = batch.analyze
+    real = analysis.analyze
 
     def flaky(pixels, model, **kwargs):
-        if pixels.shape[0] == 4:
+        if len(pixels) == 4:
             raise RuntimeError("out of memory on the device")
         return real(pixels, model, **kwargs)
 
-    monkeypatch.setattr(batch, "analyze", flaky)
+    monkeypatch.setattr(analysis, "analyze", flaky)
     result = score_uploads(mixed_uploads(), loaded, mode="combined")
     assert result.mode == "combined" and len(result.volumes) == 5
     assert ("vol.nii.gz", "vol.nii.gz: RuntimeError: out of memory on the device") in result.errors
@@ -150,3 +150,24 @@ def test_repeated_upload_names_stay_distinct(tiny_ae):
     png = png_bytes(np.full((20, 20), 120, np.uint8))
     result = score_uploads([("a.png", png), ("a.png", png)], tiny_ae)
     assert sorted(v["name"] for v in result.volumes) == ["a.png", "a.png (2)"]
+
+
+def test_each_scan_gets_its_model_or_a_no_model_fits_row(shared_data):
+    from ae4ad_core.batch import PER_SCAN
+    from ae4ad_core.report import build_pdf_report
+
+    flair = shared_data / "tcga-head" / "TCGA-FG-6692_flair.nii.gz"
+    hu = np.random.default_rng(0).normal(1064, 20, (64, 64)).astype(np.uint16)
+    uploads = [("head_ct.dcm", dicom_bytes(hu, rescale=(1.0, -1024.0))), (flair.name, flair.read_bytes())]
+    result = score_uploads(uploads)
+    assert result.model_name == PER_SCAN and result.n_unfit == 1 and not result.errors
+    scored, unfit = result.volumes
+    assert scored["model"].startswith("flair-") and scored["sequence"] == "flair" and scored["fits"]
+    assert 0 < scored["brain_fraction"] < 1 and scored["rank"] == 1
+    assert unfit["model"] is None and not unfit["fits"] and np.isnan(unfit["score"])
+    assert "CT" in unfit["verdict"] and unfit["rank"] == 2
+    table = result.ranked_table()
+    assert list(table["verdict"])[1] == "no model fits" and list(table["sequence"]) == ["flair", "other"]
+    csv = result.to_csv().decode()
+    assert "head_ct.dcm" in csv and "no model fits" in csv
+    assert build_pdf_report(result, None).startswith(b"%PDF")
