@@ -11,7 +11,7 @@ import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
 from ae4ad_app.widgets import model_picker, upload_key
-from ae4ad_core.batch import score_uploads
+from ae4ad_core.batch import PER_SCAN, score_uploads
 from ae4ad_core.content_hash import content_digest
 from ae4ad_core.errors import Ae4adError
 from ae4ad_core.report import NOTICE, build_pdf_report
@@ -25,8 +25,20 @@ st.caption(
 
 with st.sidebar:
     st.header("Model")
-    choice = model_picker(model_key="batch_model", mode_key="batch_mode")
-    name, card, loaded, mode = choice.name, choice.card, choice.model, choice.mode
+    per_scan = st.toggle(
+        "The model that fits each scan",
+        value=True,
+        key="batch_per_scan",
+        help="Each scan gets the model trained on its sequence (FLAIR, T1c...), found from its header, file "
+        "name and pixels; a scan no model fits (CT, X-ray, another sequence) is listed, not scored. Off: the "
+        "model below scores every scan, with a warning where it does not fit.",
+    )
+    if per_scan:
+        name, card, loaded, mode, stamp = PER_SCAN, None, None, "reconstruction", 0.0
+        st.caption("Scoring mode: reconstruction.")
+    else:
+        choice = model_picker(model_key="batch_model", mode_key="batch_mode")
+        name, card, loaded, mode, stamp = choice.name, choice.card, choice.model, choice.mode, choice.stamp
 
 files = st.file_uploader(
     "Images, DICOM series or ZIP archives of them",
@@ -43,7 +55,7 @@ if not files:
     )
     st.stop()
 
-key = content_digest(upload_key(files), name, str(choice.stamp), mode)
+key = content_digest(upload_key(files), name, str(stamp), mode)
 if st.button(f"Score {len(files)} upload(s)", type="primary", icon=":material/play_arrow:"):
     bar = st.progress(0.0, text="Starting…")
     try:
@@ -67,15 +79,28 @@ if stored is None or stored[0] != key:
 result = stored[1]
 
 # ------------------------------------------------------------------------------------------------ summary
-cols = st.columns(4)
-cols[0].metric("Volumes scored", len(result.volumes), help="A file, or a DICOM series read as one volume.")
+cols = st.columns(5 if per_scan else 4)
+cols[0].metric(
+    "Volumes scored",
+    len(result.volumes) - result.n_unfit,
+    help="A file, or a DICOM series read as one volume.",
+)
 cols[1].metric(
     "Above the threshold",
     result.n_above,
     help=f"At least one slice above the threshold set for {result.fpr:.0%} false positives on normals.",
 )
-cols[2].metric("Threshold", f"{result.threshold:.4g}", help="Calibrated on normal validation images only.")
-cols[3].metric("Could not be read", len(result.errors))
+if per_scan:
+    cols[2].metric(
+        "No model fits",
+        result.n_unfit,
+        help="CT, X-ray, another body part or sequence: listed, not scored (a map would mean nothing).",
+    )
+else:
+    cols[2].metric(
+        "Threshold", f"{result.threshold:.4g}", help="Calibrated on normal validation images only."
+    )
+cols[-1].metric("Could not be read", len(result.errors))
 
 # ------------------------------------------------------------------------------------------------ ranked table
 if result.volumes:
@@ -101,6 +126,11 @@ if result.volumes:
             "percentile": number(
                 format="%.0f", help="Percent of normal validation images scoring at or below."
             ),
+            "sequence": st.column_config.TextColumn(
+                help="The sequence detected (header, file name, pixels)."
+            ),
+            "fits": st.column_config.CheckboxColumn(help="Scored by a model trained on this kind of scan."),
+            "brain fraction": number(format="%.2f", help="Share of the image inside the extracted brain."),
         },
     )
     selected = event.selection.rows if event is not None else []

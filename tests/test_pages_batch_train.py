@@ -54,6 +54,8 @@ def test_batch_page_ranks_uploads_lists_failures_and_exports(home):
     at = AppTest.from_file(BATCH, default_timeout=120).run()
     assert not at.exception, at.exception
     assert "Upload files or a ZIP" in at.info[0].value
+    assert at.toggle(key="batch_per_scan").value  # each scan's own model by default
+    at.toggle(key="batch_per_scan").set_value(False).run()  # one model for all
     at.selectbox(key="batch_model").set_value("tiny-ae-d4").run()
     at.file_uploader(key="batch_files").set_value(batch_uploads()).run()
     assert not at.dataframe, "nothing is scored before the button is pressed"
@@ -150,3 +152,25 @@ def test_train_page_offers_the_demo_data(home):
     assert not at.exception and not at.error
     assert "Demo" in " ".join(c.value for c in at.caption)
     assert not at.button(key="train_start").disabled
+
+
+def test_batch_page_chooses_the_model_per_scan_and_lists_what_no_model_fits(home, shared_data):
+    import numpy as np
+    from _fixtures_io import dicom_bytes
+
+    flair = shared_data / "tcga-head" / "TCGA-FG-6692_flair.nii.gz"
+    hu = np.random.default_rng(0).normal(1064, 20, (64, 64)).astype(np.uint16)
+    at = AppTest.from_file(BATCH, default_timeout=120).run()
+    at.file_uploader(key="batch_files").set_value(
+        [("head_ct.dcm", dicom_bytes(hu, rescale=(1.0, -1024.0)), "application/dicom"),
+         (flair.name, flair.read_bytes(), "application/gzip")]
+    ).run()
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Volumes scored"] == "1" and metrics["No model fits"] == "1"
+    ranked = at.dataframe[0].value
+    assert list(ranked["file / series"]) == [flair.name, "head_ct.dcm"]
+    assert ranked["model"][0].startswith("flair-") and list(ranked["verdict"])[1] == "no model fits"
+    assert list(ranked["sequence"]) == ["flair", "other"] and list(ranked["fits"]) == [True, False]
+    assert [b.label for b in at.download_button] == ["Results (CSV)", "Report (PDF)"]
