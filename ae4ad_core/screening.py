@@ -3,7 +3,8 @@
 ``screen(paths, model, out=Path("results.csv"))`` walks the paths recursively (sorted by relative path, hidden
 files and folders skipped), decodes and preprocesses each file inside a :class:`torch.utils.data.DataLoader`
 (``num_workers`` processes decode while the main process scores), scores the slices in batches of
-``batch_size`` with :func:`ae4ad_core.scoring.score_batch` on the model's fused inference copy, and writes one
+``batch_size`` with :func:`ae4ad_core.scoring.score_in_batches` (the card's map scoring, as the Analyze page)
+on the model's fused inference copy, and writes one
 row per slice:
 
 ``file`` (path relative to the scanned folder), ``slice``, ``score``, ``threshold``, ``above_threshold``,
@@ -59,7 +60,7 @@ from .errors import Ae4adError, ModelCardError
 from .io import read_image
 from .preprocess import PreprocessConfig, prepare_slices
 from .registry import LoadedModel, load_model
-from .scoring import check_mode, score_batch
+from .scoring import check_mode, score_in_batches
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -505,7 +506,8 @@ class _Scorer:
     def _score(self, batch: list[tuple[str, int, torch.Tensor]]) -> list[dict]:
         t0 = time.perf_counter()
         x = torch.stack([t for _, _, t in batch]).to(self.loaded.device)
-        res = score_batch(self.loaded.inference, x, mode=self.mode, kl_gradient_scale=self.kl_gradient_scale)
+        res = score_in_batches(self.loaded.inference, x, mode=self.mode, kl_gradient_scale=self.kl_gradient_scale,
+                               scoring=self.loaded.card.map_scoring, batch_size=len(x))
         scores = res.scores.float().cpu().numpy().astype(np.float64)
         self.seconds += time.perf_counter() - t0
         percentiles = self.calibration.percentile(scores)
