@@ -532,6 +532,10 @@ def crossval_report(rows: list[dict]) -> dict:
     out: dict = {}
     for seq in sorted({r["sequence"] for r in rows}):
         seq_rows = [r for r in rows if r["sequence"] == seq]
+        n_folds = len({r["fold"] for r in seq_rows})
+        complete = {m for m in {r["model"] for r in seq_rows}
+                    if len({r["fold"] for r in seq_rows if r["model"] == m}) == n_folds}
+        seq_rows = [r for r in seq_rows if r["model"] in complete]  # a model missing a fold is not reported
         summary = summarise(seq_rows)
         sweep = {int(e["model"].split("-d")[1]): e for e in summary
                  if e["model"].startswith("ae-d") and e["mode"] == "reconstruction"}
