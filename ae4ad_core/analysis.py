@@ -290,6 +290,9 @@ class ImageAnalysis:
         The brain mask the model's slices were standardised in.
     warning : str or None
         :func:`ae4ad_core.model_choice.override_warning` when the model used does not fit the scan.
+    slices : (N, H, W) float32 array or None
+        What the model was given: the standardised slices (z inside the brain) for a patient model, the
+        pixels for a teaching model. Show the reconstruction against these, the input against the pixels.
     """
 
     guess: object
@@ -298,6 +301,7 @@ class ImageAnalysis:
     preparation: dict | None = None
     brain: np.ndarray | None = None
     warning: str | None = None
+    slices: np.ndarray | None = None
 
     @property
     def fits(self) -> bool:
@@ -375,4 +379,4 @@ def analyze_image(
     if brain is not None:
         # Maps and outlines stop at the extracted brain (the resized model-space map bleeds past its edge).
         result = replace(result, brain=brain[result.slice_indices])
-    return ImageAnalysis(guess, choice, result, record, brain, warning)
+    return ImageAnalysis(guess, choice, result, record, brain, warning, np.asarray(slices, dtype=np.float32))

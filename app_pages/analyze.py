@@ -32,6 +32,7 @@ from ae4ad_core.errors import Ae4adError
 from ae4ad_core.explanations import preparation_lines
 from ae4ad_core.io import Image
 from ae4ad_core.model_choice import choose_model
+from ae4ad_core.model_choice import is_patient_model as card_is_patient_model
 from ae4ad_core.plotting import figure_to_png, latent_scatter_figure, score_histogram_figure, spectrum_figure
 from ae4ad_core.sequence import SequenceGuess, detect_sequence
 
@@ -230,6 +231,18 @@ inp, rec, over = render.view_images(
     show_outlines=outlines,
     truth=truth,
 )
+if whole.slices is not None and card_is_patient_model(card) and source != "Demo case":
+    # The model saw the standardised brain (z-scores): its reconstruction is shown in those units.
+    prepared = whole.slices[analysis.slice_indices[i]]
+    _, rec, _ = render.view_images(
+        prepared,
+        analysis,
+        i,
+        window=render.window_for(prepared, "auto"),
+        preprocessing=card.preprocessing,
+        invert=invert,
+        show_outlines=False,
+    )
 if show_brain and analysis.brain is not None:
     over = brain_outline(over, analysis.brain[i])
 with views:

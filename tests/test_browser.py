@@ -196,3 +196,26 @@ def test_fresh_server_opened_at_a_page_url_goes_through_the_navigation(home):
         expect(page.get_by_text("not for diagnosis")).to_be_visible(timeout=30_000)
         expect(page.get_by_role("link", name="Analyze")).to_be_visible()
         assert not page.get_by_role("link", name="app").count()
+
+
+@pytest.mark.parametrize("sequence", ["flair", "t1c"])
+def test_a_whole_head_upload_gets_its_model_and_a_map_inside_the_brain(page, shared_data, sequence):
+    """A clinical whole head (TCGA, skull and face included) is detected, gets the model of its sequence, is
+    brain-extracted and scored; the map stops at the brain (checked on the library side, the page's call)."""
+    from ae4ad_core.analysis import analyze_image
+    from ae4ad_core.io import read_image
+
+    path = shared_data / "tcga-head" / f"TCGA-FG-6692_{sequence}.nii.gz"
+    page.locator('input[type="file"]').set_input_files(str(path))
+    shown(page, path.name)
+    model = page.get_by_test_id("stSidebar").get_by_role("combobox", name="Model", exact=True)
+    expect(model).to_have_value(re.compile(rf"^{sequence}-"), timeout=30_000)
+    page.get_by_test_id("stSidebar").get_by_text("Show brain outline").click()
+    wait_for_app(page, start_ms=1000)
+    page.get_by_text(VERDICT).wait_for(timeout=60_000)
+    assert not page.get_by_test_id("stException").count()
+    page.screenshot(path=str(ARTIFACTS / f"tcga_{sequence}.png"), full_page=True)
+    result = analyze_image(read_image(path))
+    assert result.analysis.model_name.startswith(f"{sequence}-")
+    for i in range(len(result.analysis)):
+        assert not result.analysis.outline_in_input_space(i)[~result.brain[i]].any()
