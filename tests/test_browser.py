@@ -212,6 +212,14 @@ def test_a_whole_head_upload_gets_its_model_and_a_map_inside_the_brain(page, sha
     expect(model).to_have_value(re.compile(rf"^{sequence}-"), timeout=30_000)
     page.get_by_test_id("stSidebar").get_by_text("Show brain outline").click()
     wait_for_app(page, start_ms=1000)
+    thumb = page.get_by_role("slider", name="Slice").first  # at the middle slice, 14 of 26
+    expect(thumb).to_have_value("14", timeout=30_000)
+    thumb.focus()
+    for _ in range(3):  # slice 17: the FLAIR hyperintensity of this patient's tumour (right frontal)
+        thumb.press("ArrowRight")
+    expect(thumb).to_have_value("17", timeout=30_000)
+    page.wait_for_timeout(1500)  # the slider sends its value when the keys stop
+    wait_for_app(page, start_ms=1000)
     page.get_by_text(VERDICT).wait_for(timeout=60_000)
     assert not page.get_by_test_id("stException").count()
     page.screenshot(path=str(ARTIFACTS / f"tcga_{sequence}.png"), full_page=True)
