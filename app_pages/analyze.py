@@ -5,6 +5,12 @@ the uploader in view; an upload switches the input to it. Choosing a demo case p
 sequence (:func:`ae4ad_core.model_summary.default_model_for`); any model can still be picked, with a note when
 its sequence differs from the case's.
 
+An upload goes the whole-head path (:func:`ae4ad_core.analysis.analyze_image`): its sequence is detected, the
+model trained on it is preselected (or a plain "no model fits" statement replaces the map, unless the user picks
+a model, which then comes with a warning), the brain is extracted and standardised as the model's training data
+were, and the map stops at the brain. The Image details tab and the JSON/CSV say what was detected, chosen and
+done.
+
 Scoring runs once per (input, model, mode) and is cached; display settings (window, opacity, outlines,
 slice) only redraw.
 """
