@@ -163,7 +163,7 @@ def cmd_score(args) -> int:
         from .dicom_results import DICOM_INPUT_NEEDED
 
         raise UnsupportedImageError(f"{img.name}: {DICOM_INPUT_NEEDED}; this is a {img.format} image.")
-    from .model_choice import choose_model, override_warning
+    from .model_choice import choose_model
     from .sequence import detect_sequence
 
     guess = detect_sequence(img)
@@ -182,8 +182,6 @@ def cmd_score(args) -> int:
     out = Path(args.out) if args.out else None
     if out:
         out.mkdir(parents=True, exist_ok=True)
-    if args.model is not None and (warning := override_warning(guess, loaded.card)):
-        print(f"warning: {warning}", file=sys.stderr)
     # Brain extraction and standardisation as the model's training data, then scoring (batched inside).
     whole = analyze_image(img, loaded, mode=args.mode, guess=guess, slice_indices=indices)
     res = whole.analysis
@@ -226,6 +224,8 @@ def cmd_score(args) -> int:
         print(f"wrote {out}")
     else:
         print(text)
+    if args.model is not None and whole.warning:  # after the result, so errors stay one line
+        print(f"warning: {whole.warning}", file=sys.stderr)
     return 0
 
 

@@ -51,6 +51,10 @@ def test_upload_zip_rank_and_download_csv(server, tmp_path):
     with chromium_page() as page:
         page.goto(server.url)
         page.get_by_text("Upload files or a ZIP archive").wait_for(timeout=90_000)  # first run loads torch
+        # One model for every scan (made-up images: no model fits them by sequence).
+        page.get_by_test_id("stSidebar").get_by_text("The model that fits each scan").click()
+        page.get_by_test_id("stSidebar").get_by_role("combobox", name="Model", exact=True).wait_for(timeout=60_000)
+        wait_for_app(page)
         page.locator('input[type="file"]').set_input_files(str(archive))
         page.get_by_role("button", name="Score 1 upload(s)").click()
         page.get_by_text("Ranked by anomaly score").wait_for(timeout=90_000)
