@@ -301,9 +301,9 @@ def thumbnail_pngs(
     image: Image, analysis, i: int, *, preprocessing, size: int = THUMBNAIL_SIZE
 ) -> tuple[bytes, bytes]:
     """``(image_png, overlay_png)`` of slice ``i`` of an analysis of ``image``, drawn as the Analyze page draws
-    them (:func:`ae4ad_core.display.view_images`, automatic window, fixed map scale, threshold outline), resized
+    them (:func:`ae4ad_core.render.view_images`, automatic window, fixed map scale, threshold outline), resized
     to ``size`` px on the longest side. ``preprocessing`` is the model card's."""
-    from .display import is_ct, view_images, window_for
+    from .render import is_ct, view_images, window_for
 
     raw = image.pixels[analysis.slice_indices[i]]
     window = window_for(raw, "auto", default_window=image.default_window, ct=is_ct(image.metadata))

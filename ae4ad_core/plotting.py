@@ -16,7 +16,6 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from .render import THRESHOLD_COLOUR, TRUTH_COLOUR, check_map_shapes, grey_rgb
-from .render import overlay_rgb as overlay_rgb  # lives in render; still importable from here (cli.py)
 
 __all__ = [
     "roc_pr_figures",

@@ -150,7 +150,7 @@ def cli_screen_seconds(folder: Path, model: str, out: Path) -> tuple[float, dict
 
 
 def pick_model(name: str | None, scratch: Path) -> str:
-    from ae4ad_core.display import default_model_name
+    from ae4ad_core.model_summary import default_model_name
     from ae4ad_core.registry import list_models
 
     if name:

@@ -22,12 +22,9 @@ from ae4ad_core.evaluation import (
     save_evaluation,
 )
 from ae4ad_core.plotting import (
-    THRESHOLD_COLOUR,
-    TRUTH_COLOUR,
     figure_to_png,
     latent_scatter_figure,
     overlay_figure,
-    overlay_rgb,
     pixel_pr_figure,
     roc_pr_figures,
     score_histogram_figure,
@@ -35,6 +32,7 @@ from ae4ad_core.plotting import (
 )
 from ae4ad_core.preprocess import SliceGeometry
 from ae4ad_core.registry import LoadedModel
+from ae4ad_core.render import THRESHOLD_COLOUR, TRUTH_COLOUR, overlay_rgb
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
