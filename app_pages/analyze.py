@@ -31,6 +31,7 @@ from ae4ad_app.widgets import (
 )
 from ae4ad_core import explanations, exports, model_summary, render
 from ae4ad_core.analysis import analyze_image, calibration_of
+from ae4ad_core.batch import PER_SCAN
 from ae4ad_core.content_hash import files_digest
 from ae4ad_core.demo_cases import case_caption
 from ae4ad_core.dicom_results import dicom_results_for_uploads
@@ -92,7 +93,11 @@ request = st.session_state.get("analyze_request")
 if request and st.session_state.get("_request_shown") is not request:
     st.session_state["_request_shown"] = request
     st.session_state["_request_key"] = files_digest([(request["name"], request["data"])])  # hashed once
-    st.session_state.update(source="From Batch", model=request["model"], mode=request["mode"])
+    st.session_state.update(source="From Batch", mode=request["mode"])
+    if request["model"] == PER_SCAN:  # the model chosen per scan: this page chooses it again (or none)
+        st.session_state["_per_scan_request"] = True
+    else:
+        st.session_state.update(model=request["model"], _per_scan_request=False)
 
 
 def _prefer_upload() -> None:
@@ -166,7 +171,10 @@ if st.session_state.get("_model_chosen_for") != key:
     if source == "Demo case":
         preselect = model_summary.default_model_for(get_cards(), case.sequence)
     else:
-        preselect = fit.model if source == "Upload" else None  # From Batch: the batch's model
+        from_batch = source == "From Batch" and not st.session_state.get("_per_scan_request")
+        preselect = None if from_batch else fit.model  # From Batch: the batch's model
+        if source == "From Batch":  # the batch's model counts as picked; a per-scan request chooses anew
+            st.session_state["_auto_model"] = None if from_batch else PER_SCAN  # set below once picked
     if preselect:
         st.session_state["model"] = st.session_state["_auto_model"] = preselect
 
@@ -175,6 +183,8 @@ with st.sidebar:
     choice = model_picker()
     name, card, loaded, mode, stamp = choice.name, choice.card, choice.model, choice.mode, choice.stamp
     mismatch = model_summary.sequence_note(card, case.sequence) if case is not None else None
+    if st.session_state.get("_auto_model") == PER_SCAN:  # the model shown was not picked for this scan
+        st.session_state["_auto_model"] = name
 
     st.header("Display")
     preset = st.selectbox("Window / level", render.WINDOW_PRESETS, format_func=str.capitalize)
@@ -190,7 +200,7 @@ with st.sidebar:
 # An upload no model fits gets a plain statement instead of a meaningless map, unless the user picked a model
 # (not the one preselected): it is used then, with a warning. Demo cases and volumes from Batch are scored.
 picked = st.session_state.get("model") != st.session_state.get("_auto_model")
-if fit.model is None and not picked and source == "Upload":
+if fit.model is None and not picked and source != "Demo case":
     st.subheader(image.name)
     st.info(f"**No model fits this scan.** {fit.reason}", icon=":material/block:")
     st.caption(

@@ -537,3 +537,18 @@ def test_models_page_without_a_crossvalidation_report(app, monkeypatch):
     assert not app.exception, app.exception
     assert len(app.dataframe) == 1
     assert "Cross-validated over patients" not in [s.value for s in app.subheader]
+
+
+def test_a_per_scan_volume_from_batch_is_chosen_for_again(fixture_models):
+    """A volume the Batch page listed as "no model fits" (model chosen per scan) opens with the statement."""
+    from ae4ad_core.batch import PER_SCAN
+
+    st.cache_data.clear()
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state["analyze_request"] = {
+        "name": "head_ct.dcm", "data": ct_dicom_bytes(), "slice": 0, "model": PER_SCAN, "mode": "reconstruction",
+    }
+    at.run()
+    assert not at.exception, at.exception
+    assert at.radio(key="source").value == "From Batch"
+    assert any("No model fits this scan" in i.value for i in at.info) and not verdict_shown(at)
