@@ -82,41 +82,36 @@ class ModelChoice:
         }
 
 
-def _section(card, name: str) -> dict:
-    value = getattr(card, name, None)
-    return value if isinstance(value, dict) else {}
-
-
 def model_sequence(card) -> str | None:
-    """The sequence a card says its model was trained on (``"flair"``, ``"t1c"``, ``"t1"``...) or ``None``."""
-    seq = _section(card, "training_data").get("sequence")
-    return str(seq).lower() if seq else None
+    """The sequence a card says its model was trained on (:func:`ae4ad_core.model_summary.card_sequence`)."""
+    from .model_summary import card_sequence
+
+    return card_sequence(card)
 
 
 def is_patient_model(card) -> bool:
-    """True for a model trained on real patients (its training data's source starts with "BraTS")."""
-    return str(_section(card, "training_data").get("source") or "").lower().startswith("brats")
+    """True for a model trained on real patients (:func:`ae4ad_core.model_summary.is_patient_model`)."""
+    from .model_summary import is_patient_model as real
 
-
-def _pixel_ap(card) -> tuple[int, float]:
-    """(source rank, pixel AP): cross-validated (2) beats the held-out patient (1) beats nothing (0)."""
-    rows = _section(card, "training").get("crossval")
-    if isinstance(rows, list):
-        values = [r for r in rows if isinstance(r, dict) and isinstance(r.get("pixel_ap"), (int, float))]
-        product = [r for r in values if r.get("mode") == "reconstruction"] or values
-        if product:
-            return 2, max(float(r["pixel_ap"]) for r in product)
-    ap = _section(card, "metrics").get("reconstruction", {})
-    if isinstance(ap, dict) and isinstance(ap.get("pixel_ap"), (int, float)):
-        return 1, float(ap["pixel_ap"])
-    return 0, 0.0
+    return real(card)
 
 
 def rank_models(cards: Sequence, sequence: str) -> list:
-    """The patient models trained on ``sequence``, best first: ``<sequence>-dae``, then by pixel AP
-    (cross-validated before single held-out patient), then by name."""
-    same = [c for c in cards if is_patient_model(c) and model_sequence(c) == sequence]
-    return sorted(same, key=lambda c: (c.name != f"{sequence}-dae", tuple(-x for x in _pixel_ap(c)), c.name))
+    """The patient models trained on ``sequence``, best first (:func:`ae4ad_core.model_summary.rank_for_sequence`:
+    ``<sequence>-dae``, then by cross-validated pixel AP, then by the held-out patient's, then by name)."""
+    from .model_summary import rank_for_sequence
+
+    return rank_for_sequence(cards, sequence)
+
+
+def _pixel_ap(card) -> tuple[int, float]:
+    """(source rank, pixel AP) as the ranking reads it: cross-validated (2), held-out patient (1), none (0)."""
+    from .model_summary import _cv_pixel_ap, _metric
+
+    cv, held_out = _cv_pixel_ap(card), _metric(card, "pixel_ap")
+    if cv is not None:
+        return 2, cv
+    return (1, float(held_out)) if held_out is not None else (0, 0.0)
 
 
 def _what(guess: SequenceGuess) -> str:

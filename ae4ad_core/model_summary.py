@@ -69,8 +69,12 @@ def card_data(card) -> str:
     return "real patients" if real else "template brains"
 
 
-def _is_real(card) -> bool:
+def is_patient_model(card) -> bool:
+    """True for a model trained on real patients (see :func:`card_data`)."""
     return card_data(card) == "real patients"
+
+
+_is_real = is_patient_model
 
 
 def _image_size(card) -> int | None:
@@ -143,25 +147,30 @@ def _cv_pixel_ap(card) -> float | None:
     return float(values["reconstruction"]) if "reconstruction" in values else float(max(values.values()))
 
 
-def default_model_for(cards: Sequence, sequence: str | None) -> str | None:
-    """The model a demo case of ``sequence`` preselects.
+def rank_for_sequence(cards: Sequence, sequence: str) -> list:
+    """The real-patient models trained on ``sequence``, best first: ``<sequence>-dae`` if it exists, then by
+    their cards' cross-validated pixel AP (highest first), models without one after by their held-out pixel AP,
+    then by name. The one ranking rule of the demo cases and of uploads (:mod:`ae4ad_core.model_choice`)."""
+    seq = sequence.lower()
+    same = [c for c in cards if is_patient_model(c) and card_sequence(c) == seq]
 
-    For a real-patient sequence: ``<sequence>-dae`` if it exists, else the other models of that sequence by
-    their cards' cross-validated pixel AP (highest first); models without one after, by their held-out pixel
-    AP, then by name. For None (a
+    def rank(c):
+        cv, held_out = _cv_pixel_ap(c), _metric(c, "pixel_ap")
+        return (c.name != f"{seq}-dae", cv is None, -(cv or 0.0), held_out is None, -(held_out or 0.0), c.name)
+
+    return sorted(same, key=rank)
+
+
+def default_model_for(cards: Sequence, sequence: str | None) -> str | None:
+    """The model a demo case of ``sequence`` preselects: the first of :func:`rank_for_sequence`; for None (a
     template-brain case) or a sequence no model was trained on: :func:`default_model_name` over the
     template-brain models (all models when there are none).
     """
     if sequence:
-        same = [c for c in cards if _is_real(c) and card_sequence(c) == sequence.lower()]
-        if same:
-            def rank(c):
-                cv, held_out = _cv_pixel_ap(c), _metric(c, "pixel_ap")
-                return (c.name != f"{sequence.lower()}-dae", cv is None, -(cv or 0.0), held_out is None,
-                        -(held_out or 0.0), c.name)
-
-            return min(same, key=rank).name
-    template = [c for c in cards if not _is_real(c)]
+        ranked = rank_for_sequence(cards, sequence)
+        if ranked:
+            return ranked[0].name
+    template = [c for c in cards if not is_patient_model(c)]
     return default_model_name(template or list(cards))
 
 
