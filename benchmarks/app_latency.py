@@ -35,7 +35,6 @@ from browser_utils import (  # noqa: E402
     make_fixture_models,
     peak_rss_bytes,
     streamlit_server,
-    synthetic_brains,
     wait_for_app,
 )
 
@@ -44,16 +43,51 @@ TARGET_SECONDS = 2.0
 TARGET_BYTES = 1.5 * 1024**3
 
 
+def flair_dicom_slice(path: Path) -> Path:
+    """One axial FLAIR slice of a real patient (the shipped BraTS demo patient, standardised intensities in
+    stored units) as a single MR DICOM file whose header says FLAIR, like a slice exported from a PACS."""
+    import numpy as np
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    from ae4ad_core.assets import assets_dir
+    from ae4ad_core.brats import load_real_slices
+
+    patient = load_real_slices(assets_dir() / "real" / "brats2013.npz", "flair")[-1]
+    i = int(np.argmax(patient.tumour.reshape(len(patient), -1).sum(1)))
+    pixels = np.round((patient.images[i] + 3.5) * 1000).astype(np.uint16)  # z in stored units: z = v/1000 - 3.5
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = MRImageStorage, generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = generate_uid(), generate_uid(), generate_uid()
+    ds.Modality, ds.BodyPartExamined, ds.SeriesDescription = "MR", "BRAIN", "AX T2 FLAIR"
+    ds.RepetitionTime, ds.EchoTime, ds.InversionTime = 9000, 120, 2500
+    ds.RescaleSlope, ds.RescaleIntercept = 0.001, -3.5
+    ds.Rows, ds.Columns = pixels.shape
+    ds.PixelSpacing, ds.ImageOrientationPatient, ds.ImagePositionPatient = [1, 1], [1, 0, 0, 0, 1, 0], [0, 0, 0]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.PixelData = pixels.tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
 def default_inputs(folder: Path) -> list[Path]:
-    """A DICOM slice (pydicom's CT_small.dcm) and a NIfTI volume of 48 slices of 128 x 128."""
+    """A real patient's FLAIR slice as one DICOM file and 48 of its FLAIR brain slices as a NIfTI volume."""
     import nibabel as nib
     import numpy as np
-    from pydicom.data import get_testdata_file
 
-    vol = np.transpose(synthetic_brains(48, size=128, seed=11), (2, 1, 0)) * 1000.0
-    nifti = folder / "volume48.nii.gz"
-    nib.save(nib.Nifti1Image(vol.astype(np.float32), np.eye(4)), nifti)
-    return [Path(get_testdata_file("CT_small.dcm")), nifti]
+    from ae4ad_core.assets import assets_dir
+    from ae4ad_core.brats import load_real_slices
+
+    patient = load_real_slices(assets_dir() / "real" / "brats2013.npz", "flair")[-1]
+    mid = len(patient) // 2
+    vol = np.transpose(patient.images[mid - 24: mid + 24], (2, 1, 0))  # (x, y, z) as the BraTS files store it
+    nifti = folder / "patient_flair48.nii.gz"
+    nib.save(nib.Nifti1Image(vol.astype(np.float32), np.diag([-1.0, -1.0, 1.0, 1.0])), nifti)
+    return [flair_dicom_slice(folder / "flair_slice.dcm"), nifti]
 
 
 def load_zoo(page) -> list[str]:
