@@ -28,7 +28,7 @@ import pandas as pd
 
 from .analysis import analyze_image
 from .archive import expand_uploads
-from .errors import Ae4adError
+from .errors import format_error
 from .io import Image, read_images
 from .registry import LoadedModel
 from .scoring import check_mode
@@ -322,13 +322,6 @@ def _card_of(whole, loaded):
     return load_shared_model(whole.analysis.model_name).card
 
 
-def _reason(exc: BaseException, name: str) -> str:
-    text = " ".join(str(exc).split())
-    if isinstance(exc, Ae4adError) and text.startswith(name):
-        return text
-    return f"{name}: {text}" if isinstance(exc, Ae4adError) else f"{name}: {type(exc).__name__}: {text}"
-
-
 def _unique_names(files: Sequence[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
     """Give repeated upload names a ``" (2)"`` suffix so every name identifies one file."""
     seen: dict[str, int] = {}
@@ -413,7 +406,7 @@ def score_uploads(
                     image, res, best, preprocessing=_card_of(whole, loaded).preprocessing, size=thumbnail_size
                 )
         except Exception as exc:  # noqa: BLE001 - one volume's failure must not stop the batch
-            errors.append((image.name, _reason(exc, image.name)))
+            errors.append((image.name, format_error(exc, image.name)))
             tell(0.05 + 0.95 * (k + 1) / len(images), f"Scored {k + 1} of {len(images)}")
             continue
         prep = whole.preparation or {}

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .assets import assets_dir
-from .errors import Ae4adError, DataError
+from .errors import Ae4adError, DataError, format_error
 
 __all__ = [
     "JOB_STATES",
@@ -433,10 +433,7 @@ class TrainingJob:
             )
         except Exception as exc:  # noqa: BLE001 - the job reports it; the server must live on
             log.exception("training job %s (%s) failed", self.job_id, self.name)
-            text = " ".join(str(exc).split()) or type(exc).__name__
-            self._finish(
-                "failed", error=text if isinstance(exc, Ae4adError) else f"{type(exc).__name__}: {text}"
-            )
+            self._finish("failed", error=format_error(exc))
             return
         if path is not None and self._stop.is_set():  # cancelled while calibrating or saving
             shutil.rmtree(path, ignore_errors=True)

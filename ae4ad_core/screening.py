@@ -56,7 +56,7 @@ import torch
 
 from .analysis import calibration_of
 from .distributed import distributed_info, init_distributed
-from .errors import Ae4adError, ModelCardError
+from .errors import Ae4adError, ModelCardError, format_error
 from .io import read_image
 from .preprocess import PreprocessConfig, prepare_slices
 from .registry import LoadedModel, load_model
@@ -173,13 +173,6 @@ def find_files(
     return [(found[k], k) for k in sorted(found)]
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    if isinstance(exc, Ae4adError):
-        return text or type(exc).__name__
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 @dataclass(frozen=True)
 class _Item:
     """One decoded file. ``x`` is ``(N, 1, S, S)`` float32 as a NumPy array: from a worker it is pickled as
@@ -208,7 +201,7 @@ class _FileSlices(torch.utils.data.Dataset):
         try:
             image = read_image(path, name=key, metadata="minimal")  # rows need the pixels only
         except Exception as exc:  # noqa: BLE001 - a bad file is a row, never the end of the run
-            return _Item(key, None, _one_line(exc), time.perf_counter() - t0, 0.0)
+            return _Item(key, None, format_error(exc), time.perf_counter() - t0, 0.0)
         t1 = time.perf_counter()
         try:
             # a tensor view of the decoded pixels: prepare_slices copies NumPy slices, not tensors
@@ -217,7 +210,7 @@ class _FileSlices(torch.utils.data.Dataset):
             return _Item(
                 key,
                 None,
-                f"{key}: preprocessing failed ({_one_line(exc)})",
+                f"{key}: preprocessing failed ({format_error(exc)})",
                 t1 - t0,
                 time.perf_counter() - t1,
             )
@@ -755,7 +748,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=not args.quiet,
         )
     except (Ae4adError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        print(f"error: {format_error(exc)}", file=sys.stderr)
         return 2
     finally:
         if distributed:

@@ -161,7 +161,7 @@ def test_bad_file_reports_one_line_and_page_keeps_working(page, tmp_path):
 def test_models_page(page):
     page.get_by_role("link", name="Models").click()
     page.get_by_text("Model zoo").wait_for(timeout=60_000)
-    expect(page.get_by_test_id("stDataFrame")).to_be_visible(timeout=60_000)
+    expect(page.get_by_test_id("stDataFrame").first).to_be_visible(timeout=60_000)
     expect(page.get_by_test_id("stImage").locator("img")).to_have_count(2, timeout=60_000)  # ROC and PR
     wait_for_app(page)
     assert not page.get_by_test_id("stException").count()
