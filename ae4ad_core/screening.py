@@ -186,11 +186,15 @@ class _Item:
 
 
 class _FileSlices(torch.utils.data.Dataset):
-    """Decodes and preprocesses one file per item; a failure becomes an item with ``error`` set."""
+    """Decodes and preprocesses one file per item; a failure becomes an item with ``error`` set. For a model
+    trained on real patients (``card`` given), each scan first goes through the Analyze page's whole-head step
+    (:func:`ae4ad_core.standardise.prepare_whole_head`: brain extraction, standardisation inside the brain), so
+    an archive is scored exactly as a single upload is."""
 
-    def __init__(self, files: list[tuple[Path, str]], preprocessing: PreprocessConfig) -> None:
+    def __init__(self, files: list[tuple[Path, str]], preprocessing: PreprocessConfig, card=None) -> None:
         self.files = files
         self.preprocessing = preprocessing
+        self.card = card
 
     def __len__(self) -> int:
         return len(self.files)
@@ -204,8 +208,13 @@ class _FileSlices(torch.utils.data.Dataset):
             return _Item(key, None, format_error(exc), time.perf_counter() - t0, 0.0)
         t1 = time.perf_counter()
         try:
+            pixels = image.pixels
+            if self.card is not None:
+                from .standardise import prepare_whole_head
+
+                pixels = prepare_whole_head(image, self.card)[0]
             # a tensor view of the decoded pixels: prepare_slices copies NumPy slices, not tensors
-            x, _ = prepare_slices(torch.from_numpy(image.pixels), self.preprocessing)
+            x, _ = prepare_slices(torch.from_numpy(np.ascontiguousarray(pixels)), self.preprocessing)
         except Exception as exc:  # noqa: BLE001
             return _Item(
                 key,
@@ -225,6 +234,13 @@ class _NoBar:
 
     def close(self) -> None:
         pass
+
+
+def _needs_whole_head_step(card) -> bool:
+    """True for a model trained on real patients (their scans are extracted and standardised first)."""
+    from .model_summary import is_patient_model
+
+    return is_patient_model(card)
 
 
 def _identity(item):
@@ -634,7 +650,7 @@ def screen(
     if num_workers is None:
         num_workers = default_num_workers(len(mine), world_size=world)
     loader = torch.utils.data.DataLoader(
-        _FileSlices(mine, loaded.card.preprocessing),
+        _FileSlices(mine, loaded.card.preprocessing, loaded.card if _needs_whole_head_step(loaded.card) else None),
         batch_size=None,
         shuffle=False,
         num_workers=num_workers,

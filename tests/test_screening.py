@@ -253,28 +253,25 @@ def test_screening_dicom_to_csv_imports_neither_pandas_nor_scipy(tmp_path, tiny_
     assert proc.stdout.split() == ["4", "1", "[]"]
 
 
-def test_screening_scores_like_the_analyze_path_with_the_cards_map_scoring(tmp_path):
-    """A real-patient model's card scoring (intensity prior, quantile slice score...) is replayed in screening."""
-    from PIL import Image as PILImage
+def test_screening_a_whole_head_scores_like_the_analyze_page(tmp_path, shared_data):
+    """Archive screening with a real-patient model runs the same whole-head step (extraction, standardisation)
+    and scoring as an upload on the Analyze page (analysis.analyze_image)."""
+    import csv
+    import shutil
 
-    from ae4ad_core.analysis import analyze
+    from ae4ad_core.analysis import analyze_image
     from ae4ad_core.io import read_image
     from ae4ad_core.registry import load_model
     from ae4ad_core.screening import screen
 
-    rng = np.random.default_rng(0)
-    folder = tmp_path / "in"
+    src = shared_data / "tcga-head" / "TCGA-FG-6692_flair.nii.gz"
+    folder = tmp_path / "archive"
     folder.mkdir()
-    for k in range(3):
-        PILImage.fromarray(rng.integers(0, 255, (40, 40), dtype=np.uint8)).save(folder / f"s{k}.png")
+    shutil.copy(src, folder / src.name)
     model = load_model("flair-intensity", device="cpu")
-    assert model.card.map_scoring.aggregate != "mean" or model.card.map_scoring.intensity_prior is not None
-    screen([folder], "flair-intensity", out=tmp_path / "r.csv", num_workers=0, progress=False)
-    import csv
-
+    screen([folder], model, out=tmp_path / "r.csv", num_workers=0, progress=False)
     with open(tmp_path / "r.csv", newline="") as fh:
-        rows = {r["file"]: float(r["score"]) for r in csv.DictReader(fh)}
-    for k in range(3):
-        img = read_image(folder / f"s{k}.png")
-        expected = analyze(img.pixels, model).scores[0]
-        assert rows[f"s{k}.png"] == pytest.approx(expected, rel=1e-5, abs=1e-7)
+        rows = sorted(csv.DictReader(fh), key=lambda r: int(r["slice"]))
+    expected = analyze_image(read_image(src), model).analysis.scores
+    assert len(rows) == len(expected)
+    np.testing.assert_allclose([float(r["score"]) for r in rows], expected, rtol=1e-5, atol=1e-7)
