@@ -11,6 +11,9 @@ EPOCHS=${EPOCHS:-50}
 mkdir -p runs
 cv() { ae4ad crossval --data "$DATA" --ship-fold brats_2013_pat0006_1 --ship-root assets/models --keep-root runs/folds \
   --epochs "$EPOCHS" "$@"; }
-cv --sequence flair --out runs/cv_flair.jsonl --models intensity,ae-d1,ae-d4,ae-d16,ae-d64,vae-d16
-cv --sequence t1c --out runs/cv_t1c.jsonl --models intensity,ae-d4,ae-d16,vae-d16
+cv --sequence flair --out runs/cv_flair.jsonl --models intensity,ae-d1,ae-d2,ae-d4,ae-d8,ae-d16,ae-d32,ae-d64,ae-d128
+cv --sequence flair --out runs/cv_flair.jsonl --models vae-d16,rdae-d128
+cv --sequence t1c --out runs/cv_t1c.jsonl --models intensity,ae-d1,ae-d4,ae-d16,ae-d64,vae-d16,rdae-d128
+# ship the AE at the label-free d (16 for both sequences in the README's run), not the whole sweep
+for seq in flair t1c; do for d in 1 2 4 8 32 64 128; do rm -rf "assets/models/$seq-ae-d$d"; done; done
 ae4ad crossval --finalise runs/cv_flair.jsonl runs/cv_t1c.jsonl --ship-root assets/models  # README tables, cards
