@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
+import types
 
 import numpy as np
 import pytest
@@ -95,7 +97,9 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
 
 
 @pytest.mark.slow
-def test_ddp_two_processes_keep_identical_weights(tmp_path):
+def test_ddp_two_processes_keep_identical_weights(tmp_path, monkeypatch):
+    # Spawned workers re-run the parent's __main__ file; after an AppTest that is an app page. Give them none.
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
     # The free port is picked before the workers bind it; on a busy machine another process can take it in
     # between (the rendezvous then fails), so a second attempt gets a fresh port. A real failure fails twice.
     for attempt in range(2):
