@@ -98,3 +98,12 @@ def test_score_says_no_model_fits_a_ct(tmp_path, capsys):
     assert main(["score", str(path), "--device", "cpu"]) == 2
     out = capsys.readouterr().out.strip()
     assert "no model fits" in out and "CT" in out and out.count("\n") == 0
+
+
+def test_output_piped_into_a_reader_that_stops_early_is_not_an_error():
+    import subprocess
+    import sys
+
+    proc = subprocess.run(f"{sys.executable} -m ae4ad_core.cli models | head -n 1", shell=True,
+                          capture_output=True, text=True)
+    assert proc.stdout.startswith("name") and proc.stderr == ""
