@@ -114,6 +114,14 @@ class Analysis:
         """:meth:`outline_mask` of slice ``i`` mapped back to the input geometry ``(H, W)``."""
         return outline_in_input_space(self, i)
 
+    def anomalous_fraction(self, i: int = 0) -> float:
+        """Share of slice ``i`` above the calibrated pixel threshold: of the extracted brain's pixels in the input
+        geometry when there is a brain mask (:attr:`brain`), else of the model-space image."""
+        if self.brain is None:
+            return float(np.mean(self.outline_mask(i)))
+        inside = self.brain[i]
+        return float(self.outline_in_input_space(i)[inside].mean()) if inside.any() else 0.0
+
     def records(self) -> list[dict]:
         """One JSON-ready row per slice (no pixel data, no identifiers)."""
         rows = []
@@ -130,7 +138,7 @@ class Analysis:
                 "reconstruction_error": float(self.reconstruction_errors[i]),
                 "latent_surprisal_nats": float(self.surprisal[i]),
                 "latent_surprisal_percentile": float(self.surprisal_percentiles[i]),
-                "anomalous_pixel_fraction": float(np.mean(self.outline_mask(i))),
+                "anomalous_pixel_fraction": self.anomalous_fraction(i),
                 "warnings": "; ".join(self.warnings[i]) if self.warnings else "",
             }
             if self.kl is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from ae4ad_core.analysis import analyze_image
 from ae4ad_core.exports import result_json
@@ -25,6 +26,11 @@ def test_tcga_flair_gets_a_flair_model_and_no_map_outside_the_brain(shared_data)
         assert not np.any(result.analysis.outline_in_input_space(i)[outside])
         outlined += int(result.analysis.outline_in_input_space(i).sum())
     assert outlined > 0
+    rows = result.analysis.records()
+    k = int(np.argmax([r["anomalous_pixel_fraction"] for r in rows]))
+    inside = result.analysis.brain[k]
+    assert rows[k]["anomalous_pixel_fraction"] == pytest.approx(
+        result.analysis.outline_in_input_space(k)[inside].mean())  # a share of the brain, not of the image
     payload = json.loads(result_json(result.analysis, image=image, extra=result.to_record()))
     assert payload["preparation"]["brain_extraction"]["method"]
     assert payload["model_choice"]["model"] == result.analysis.model_name
