@@ -39,6 +39,7 @@ __all__ = [
     "as_slice",
     "check_map_shapes",
     "mask_boundary",
+    "draw_brain_outline",
     "grey_rgb",
     "heat_rgb",
     "overlay_rgb",
@@ -53,6 +54,9 @@ THRESHOLD_COLOUR: tuple[int, int, int] = (0, 255, 255)
 
 TRUTH_COLOUR: tuple[int, int, int] = (0, 220, 0)
 """Green: boundary of the ground-truth annotation."""
+
+BRAIN_COLOUR: tuple[int, int, int] = (200, 200, 200)
+"""Light grey: edge of the extracted brain."""
 
 UNIT_WINDOW: tuple[float, float] = (0.5, 1.0)
 """The window ``(center, width)`` showing [0, 1] as black to white (demo images are in [0, 1])."""
@@ -207,6 +211,16 @@ def _paint_outlines(rgb: np.ndarray, *, outline=None, truth=None) -> np.ndarray:
         if mask is not None:
             rgb[mask_boundary(mask)] = colour
     return rgb
+
+
+def draw_brain_outline(rgb: np.ndarray, brain: np.ndarray) -> np.ndarray:
+    """A copy of ``rgb`` (H, W, 3) with the edge of the extracted ``brain`` (H, W) drawn in light grey;
+    ``rgb`` itself when the shapes differ."""
+    if np.shape(brain) != rgb.shape[:2]:
+        return rgb
+    out = rgb.copy()
+    out[mask_boundary(brain)] = BRAIN_COLOUR
+    return out
 
 
 def _inferno_unit(amap, vmax: float) -> tuple[np.ndarray, np.ndarray]:

@@ -63,18 +63,6 @@ def demo_guess(case) -> SequenceGuess:
     )
 
 
-def brain_outline(rgb: np.ndarray, brain: np.ndarray) -> np.ndarray:
-    """``rgb`` with the edge of the extracted brain drawn in light grey."""
-    from scipy.ndimage import binary_erosion
-
-    edge = brain & ~binary_erosion(brain)
-    if edge.shape != rgb.shape[:2]:
-        return rgb
-    out = rgb.copy()
-    out[edge] = (200, 200, 200)
-    return out
-
-
 @st.cache_data(max_entries=256, show_spinner=False)
 def chart_png(kind: str, model_name: str, stamp: float, mode: str, point: tuple) -> bytes:
     cal = calibration_of(get_model(model_name))
@@ -260,7 +248,7 @@ if whole.slices is not None and card_is_patient_model(card) and source != "Demo 
         show_outlines=False,
     )
 if show_brain and analysis.brain is not None:
-    over = brain_outline(over, analysis.brain[i])
+    over = render.draw_brain_outline(over, analysis.brain[i])
 with views:
     for col, img, caption in zip(
         st.columns(3), (inp, rec, over), ("Input", "Reconstruction", "Anomaly map over input"), strict=True

@@ -237,3 +237,16 @@ def test_vertical_colorbar_is_square():
     assert im.format == "PNG" and im.size[0] == im.size[1] == 260
     with pytest.raises(ValueError, match="valid: horizontal, vertical"):
         render.colorbar_png(1.0, orientation="diagonal")
+
+
+def test_draw_brain_outline_paints_only_the_brain_edge_on_a_copy():
+    from ae4ad_core.render import BRAIN_COLOUR, draw_brain_outline, mask_boundary
+
+    rgb = np.zeros((10, 10, 3), np.uint8)
+    brain = np.zeros((10, 10), bool)
+    brain[2:8, 2:8] = True
+    out = draw_brain_outline(rgb, brain)
+    assert not rgb.any()  # the input is not modified
+    painted = (out == BRAIN_COLOUR).all(axis=-1)
+    assert np.array_equal(painted, mask_boundary(brain)) and not painted[4, 4]
+    assert draw_brain_outline(rgb, brain[:5]) is rgb  # another geometry: unchanged
