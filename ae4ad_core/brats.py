@@ -186,17 +186,22 @@ def standardise_in_brain(volume: np.ndarray, brain: np.ndarray) -> np.ndarray:
     return z
 
 
-def _axial(volume) -> np.ndarray:
-    """``(X, Y, Z)`` NIfTI data as ``(Z, rows, cols)`` axial slices; for the LPS-stored BraTS volumes that is
-    anterior up and the patient's right on the left of the image (radiological view)."""
-    return np.ascontiguousarray(np.transpose(np.asarray(volume), (2, 1, 0)))
+def _axial(volume, affine) -> np.ndarray:
+    """``(X, Y, Z)`` NIfTI data as ``(Z, rows, cols)`` axial slices, cut exactly as the image reader cuts an
+    uploaded NIfTI (:func:`ae4ad_core.io.nifti.volume_to_slices`: RAS, anterior up, the patient's right on the
+    left), so the models see training slices and uploads the same way round."""
+    from .io.nifti import volume_to_slices
+
+    return np.ascontiguousarray(volume_to_slices(np.asarray(volume), affine, "axial")[0])
 
 
-def _load(path: Path) -> np.ndarray:
+def _load(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``(data, affine)`` of a NIfTI file."""
     import nibabel as nib
 
     try:
-        return np.asarray(nib.load(str(path)).dataobj)
+        img = nib.load(str(path))
+        return np.asarray(img.dataobj), img.affine
     except Exception as exc:  # nibabel raises many types for broken files
         raise DataError(f"{path.name}: cannot be read as NIfTI ({type(exc).__name__}: {exc}).") from None
 
@@ -210,14 +215,15 @@ def patient_slices(patient: BratsPatient, sequence: str = "flair") -> PatientSli
     look_up_option(sequence, SEQUENCES, what="sequence")
     if sequence not in patient.files:
         raise DataError(f"{patient.name}: no {sequence} volume (has {', '.join(patient.sequences)}).")
-    volume = _load(patient.files[sequence]).astype(np.float32)
-    seg = _load(patient.files["seg"]) > 0
-    brain = _load(patient.files["brain"]) > 0.5 if "brain" in patient.files else volume != 0
+    volume, affine = _load(patient.files[sequence])
+    volume = volume.astype(np.float32)
+    seg = _load(patient.files["seg"])[0] > 0
+    brain = _load(patient.files["brain"])[0] > 0.5 if "brain" in patient.files else volume != 0
     if volume.ndim != 3 or seg.shape != volume.shape or brain.shape != volume.shape:
         raise DataError(f"{patient.name}: {sequence}, labels and brain mask differ in shape "
                         f"({volume.shape}, {seg.shape}, {brain.shape}).")
-    z = _axial(standardise_in_brain(volume, brain))
-    seg, brain = _axial(seg), _axial(brain)
+    z = _axial(standardise_in_brain(volume, brain), affine)
+    seg, brain = _axial(seg, affine), _axial(brain, affine)
     area = brain.reshape(len(brain), -1).mean(axis=1)
     keep = np.flatnonzero(area >= MIN_BRAIN_FRACTION)
     return PatientSlices(patient=patient.name, sequence=sequence, images=z[keep], tumour=seg[keep],
