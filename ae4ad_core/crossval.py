@@ -94,11 +94,14 @@ def leave_one_patient_out(patients: list[str]) -> list[Fold]:
     return folds
 
 
-def _stack(parts: list[PatientSlices], *, tumour: bool | None = None) -> SimpleNamespace:
-    """Slices of several patients as one evaluation set; ``tumour`` True/False keeps only those slices."""
+def _stack(parts: list[PatientSlices], *, tumour: bool | None = None,
+           tumour_only: tuple[str, ...] = ()) -> SimpleNamespace:  # fmt: skip
+    """Slices of several patients as one evaluation set; ``tumour`` True/False keeps only those slices, and the
+    patients named in ``tumour_only`` contribute their tumour slices only."""
     images, masks, brain, labels, subjects = [], [], [], [], []
     for p in parts:
-        sel = np.ones(len(p), bool) if tumour is None else (p.labels == int(tumour))
+        want = True if p.patient in tumour_only else tumour
+        sel = np.ones(len(p), bool) if want is None else (p.labels == int(want))
         images.append(p.images[sel])
         masks.append(p.tumour[sel])
         brain.append(p.brain[sel])
@@ -215,8 +218,8 @@ def score_fold_model(model, config, by_patient: dict[str, PatientSlices], fold: 
     train_set = _stack([by_patient[p] for p in fold.train], tumour=False)
     cal_normals = _stack([by_patient[fold.calibration]], tumour=False)
     inference = fuse_for_inference(model)
-    validation = _stack([by_patient[fold.calibration]]
-                        + [replace_labels(by_patient[p]) for p in fold.train], tumour=None)
+    # the calibration patient's slices and the training patients' tumour slices (their normals were trained on)
+    validation = _stack([by_patient[p] for p in (fold.calibration, *fold.train)], tumour_only=fold.train)
     validation.unseen = validation.subjects == fold.calibration
     prior = fit_intensity_prior(model_inputs(train_set.images, prep))
     rule, choice = choose_scoring(inference, validation, prep=prep, prior_level=prior)
@@ -273,13 +276,6 @@ def rescore(rows_path: Path | str, by_patient: dict[str, PatientSlices], *, keep
     tmp.write_text("".join(json.dumps(r) + "\n" for r in out))
     tmp.replace(path)
     return out
-
-
-def replace_labels(p: PatientSlices) -> PatientSlices:
-    """Only the tumour slices of a training patient (its normal slices were trained on)."""
-    sel = p.labels == 1
-    return PatientSlices(patient=p.patient, sequence=p.sequence, images=p.images[sel], tumour=p.tumour[sel],
-                         brain=p.brain[sel], slice_index=p.slice_index[sel])
 
 
 def evaluate_fold(fm: FoldModel, test: PatientSlices, *, shipped_to: Path | str | None = None) -> dict:
