@@ -309,17 +309,15 @@ def build_dicom_results(
     versions = _software_versions()
     description = f"AE4AD {first.mode} anomaly map, model {model}"[:64]
     try:
+        def new_instance(number: int) -> dict:
+            """What both result objects state about themselves: fresh UIDs, series number, this software."""
+            return dict(source_images=referenced, series_instance_uid=hd.UID(), series_number=number,
+                        sop_instance_uid=hd.UID(), instance_number=1, manufacturer=_MANUFACTURER,
+                        manufacturer_model_name=_MODEL_NAME, software_versions=versions, device_serial_number="0")
+
         parametric_map = hd.pm.ParametricMap(
-            source_images=referenced,
             pixel_array=maps,
-            series_instance_uid=hd.UID(),
-            series_number=series_number,
-            sop_instance_uid=hd.UID(),
-            instance_number=1,
-            manufacturer=_MANUFACTURER,
-            manufacturer_model_name=_MODEL_NAME,
-            software_versions=versions,
-            device_serial_number="0",
+            **new_instance(series_number),
             contains_recognizable_visual_features=False,
             real_world_value_mappings=[mapping],
             voi_lut_transformations=[
@@ -350,18 +348,10 @@ def build_dicom_results(
             algorithm_identification=algorithm,
         )
         segmentation = hd.seg.Segmentation(
-            source_images=referenced,
             pixel_array=masks.astype(np.uint8),
             segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
             segment_descriptions=[segment],
-            series_instance_uid=hd.UID(),
-            series_number=series_number + 1,
-            sop_instance_uid=hd.UID(),
-            instance_number=1,
-            manufacturer=_MANUFACTURER,
-            manufacturer_model_name=_MODEL_NAME,
-            software_versions=versions,
-            device_serial_number="0",
+            **new_instance(series_number + 1),
             content_description=f"AE4AD above-threshold region, model {model} ({first.mode})"[:64],
             content_label="ABOVE_THRESHOLD",
             series_description=f"AE4AD above threshold ({model}, {first.mode})"[:64],
