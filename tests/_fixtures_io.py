@@ -56,8 +56,13 @@ def dicom_bytes(
     identifiers: bool = True,
     preamble: bool = True,
     pixel_spacing: tuple[float, float] | None = (0.5, 0.5),
+    modality: str = "CT",
+    **tags,
 ) -> bytes:
     """A small uncompressed (Explicit VR Little Endian) DICOM file with made-up identifiers.
+
+    ``modality`` picks the Modality and the matching storage class (CT, MR, else Secondary Capture); any other
+    keyword (``SeriesDescription=...``, ``RepetitionTime=...``) is set on the dataset as given.
 
     Parameters
     ----------
@@ -74,7 +79,9 @@ def dicom_bytes(
     rows, columns = pixels.shape[-2:]
 
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"  # CT Image Storage
+    meta.MediaStorageSOPClassUID = {"CT": "1.2.840.10008.5.1.4.1.1.2", "MR": "1.2.840.10008.5.1.4.1.1.4"}.get(
+        modality, "1.2.840.10008.5.1.4.1.1.7"
+    )  # CT / MR Image Storage, else Secondary Capture
     meta.MediaStorageSOPInstanceUID = generate_uid()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
 
@@ -82,7 +89,7 @@ def dicom_bytes(
     dataset.file_meta = meta
     dataset.SOPClassUID = meta.MediaStorageSOPClassUID
     dataset.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    dataset.Modality = "CT"
+    dataset.Modality = modality
     dataset.Manufacturer = "Example Medical"
     dataset.StudyDescription = "Synthetic study"
     dataset.SeriesInstanceUID = series_uid or generate_uid()
@@ -120,6 +127,8 @@ def dicom_bytes(
         dataset.RescaleSlope, dataset.RescaleIntercept = rescale
     if window is not None:
         dataset.WindowCenter, dataset.WindowWidth = window
+    for keyword, value in tags.items():
+        setattr(dataset, keyword, value)
     dataset.PixelData = pixels.astype(pixels.dtype.newbyteorder("<")).tobytes()
 
     buffer = io.BytesIO()

@@ -5,8 +5,8 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
-from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from _fixtures_io import dicom_bytes
+from pydicom.uid import generate_uid
 
 from ae4ad_core.analysis import analyze
 from ae4ad_core.cli import main
@@ -51,28 +51,15 @@ def test_cli_score_writes_a_nifti_map_with_the_input_grid(tmp_path, tiny_ae_dir)
 
 
 def test_cli_score_writes_a_nifti_map_for_a_dicom_series(tmp_path, tiny_ae_dir):
-    series, study, frame = generate_uid(), generate_uid(), generate_uid()
+    series = generate_uid()
     folder = tmp_path / "series"
     folder.mkdir()
     rng = np.random.default_rng(1)
     for k in range(4):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = MRImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = FileDataset(str(folder / f"s{k}.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
-        ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
-        ds.Modality, ds.PatientName, ds.PatientID = "MR", "Test^Patient", "ID1"
-        ds.Rows, ds.Columns = 16, 12
-        ds.PixelSpacing = [0.8, 0.7]
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.ImagePositionPatient = [-5.0, -6.0, 2.5 * k]
-        ds.InstanceNumber = k + 1
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-        ds.PixelData = rng.integers(0, 1000, (16, 12), dtype=np.uint16).tobytes()
-        ds.save_as(folder / f"s{k}.dcm", enforce_file_format=True)
+        (folder / f"s{k}.dcm").write_bytes(dicom_bytes(
+            rng.integers(0, 1000, (16, 12), dtype=np.uint16), modality="MR", series_uid=series,
+            pixel_spacing=(0.8, 0.7), position=(-5.0, -6.0, 2.5 * k), instance_number=k + 1,
+            SeriesDescription="AX T2 FLAIR"))
     out = tmp_path / "out"
     assert main(["score", str(folder), "--model", str(tiny_ae_dir), "--out", str(out)]) == 0
     maps = sorted(out.glob("*_map.nii.gz"))
@@ -81,7 +68,7 @@ def test_cli_score_writes_a_nifti_map_for_a_dicom_series(tmp_path, tiny_ae_dir):
     assert nii.shape == (12, 16, 4)
     np.testing.assert_allclose(np.diag(nii.affine)[:3], [-0.7, -0.8, 2.5])
     np.testing.assert_allclose(nii.affine[:3, 3], [5.0, 6.0, 0.0])
-    assert "Test^Patient" not in maps[0].read_bytes().decode("latin-1")
+    assert "Doe^Jane" not in maps[0].read_bytes().decode("latin-1")
 
 
 def test_map_stack_fills_only_scored_slices(ae):

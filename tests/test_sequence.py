@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _fixtures_io import dicom_bytes
 
 from ae4ad_core.io import read_image
 from ae4ad_core.sequence import (
@@ -23,35 +24,9 @@ TCGA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tcga-he
 
 def _dicom(modality: str = "MR", **tags) -> bytes:
     """A 32x32 uint16 DICOM file with the given acquisition tags (keywords)."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    sop = {"MR": "1.2.840.10008.5.1.4.1.1.4", "CT": "1.2.840.10008.5.1.4.1.1.2"}.get(
-        modality, "1.2.840.10008.5.1.4.1.1.1.1"
-    )
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = sop, meta.MediaStorageSOPInstanceUID
-    ds.SeriesInstanceUID = tags.pop("SeriesInstanceUID", None) or generate_uid()
-    ds.StudyInstanceUID = generate_uid()
-    ds.Modality = modality
-    ds.PatientName = "Doe^Jane"
-    for keyword, value in tags.items():
-        setattr(ds, keyword, value)
     pixels = (np.arange(32 * 32, dtype=np.uint16).reshape(32, 32) % 512).astype(np.uint16)
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated = ds.BitsStored = 16
-    ds.HighBit, ds.PixelRepresentation = 15, 0
-    ds.PixelSpacing = [0.9, 0.9]
-    ds.PixelData = pixels.tobytes()
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
+    return dicom_bytes(pixels, modality=modality, pixel_spacing=(0.9, 0.9),
+                       series_uid=tags.pop("SeriesInstanceUID", None), **tags)
 
 
 HEADERS = {
