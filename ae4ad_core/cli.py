@@ -103,14 +103,10 @@ def zoo_markdown_table(cards) -> str:
     and scoring mode, with sequence, training data, pixel AP, level-matched AUROC and the difference to the
     same-sequence intensity baseline; then, when ``assets/real/crossval.json`` is shipped, the page's
     cross-validated table per sequence (mean ± std over left-out patients, baseline first)."""
-    from .assets import assets_dir
-    from .model_summary import SEQUENCE_WORDS, crossval_rows, zoo_markdown, zoo_rows
+    from .model_summary import SEQUENCE_WORDS, crossval_rows, load_crossval_report, zoo_markdown, zoo_rows
 
     parts = [zoo_markdown(zoo_rows(cards))]
-    try:  # read as JSON here: ae4ad_core.crossval.load_crossval_report would import torch
-        report = json.loads((assets_dir() / "real" / "crossval.json").read_text())
-    except (OSError, ValueError):
-        report = None
+    report = load_crossval_report()
     for seq in report or {}:
         if rows := crossval_rows(report, seq):
             parts.append(f"Cross-validated over patients, {SEQUENCE_WORDS.get(seq, seq)} (mean ± std):\n\n"

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from .brats import PatientSlices
+from .model_summary import CROSSVAL_FILE, load_crossval_report  # noqa: F401 - re-exported for the pages
 from .postprocess import MapScoring
 from .preprocess import PreprocessConfig
 
@@ -517,10 +518,6 @@ def label_free_latent_dim(rows: list[dict], *, tolerance: float | None = None) -
     return {"per_fold": per_fold, "chosen": int(chosen), "tolerance": tol}
 
 
-CROSSVAL_FILE = "crossval.json"
-"""Shipped summary of the real-patient cross-validation, in ``assets/real/``."""
-
-
 def crossval_report(rows: list[dict]) -> dict:
     """Everything the README, the Models and Learn pages show about a cross-validation: per sequence, the
     summary rows (:func:`summarise`), the label-free choice of d (:func:`label_free_latent_dim`), the test-set
@@ -605,17 +602,6 @@ def crossval_markdown(report: dict) -> str:
                           "points."]
         lines.append("")
     return "\n".join(lines)
-
-
-def load_crossval_report(path: Path | str | None = None) -> dict | None:
-    """The shipped :func:`crossval_report` (``assets/real/crossval.json``), or None when absent."""
-    from .assets import assets_dir
-
-    p = Path(path) if path is not None else assets_dir() / "real" / CROSSVAL_FILE
-    try:
-        return json.loads(p.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 if __name__ == "__main__":

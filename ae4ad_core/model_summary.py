@@ -22,6 +22,7 @@ __all__ = [
     "zoo_rows",
     "zoo_markdown",
     "crossval_rows",
+    "load_crossval_report",
     "crossval_sweep_rows",
     "crossval_d_choice",
     "evaluation_result",
@@ -299,6 +300,26 @@ def _cv_model_key(name: str) -> tuple:
     from .cards import _natural_key
 
     return (name != "intensity", not name.startswith("ae-d"), _natural_key(name))
+
+
+CROSSVAL_FILE = "crossval.json"
+"""Shipped summary of the real-patient cross-validation (:func:`ae4ad_core.crossval.crossval_report`), in
+``assets/real/``."""
+
+
+def load_crossval_report(path=None) -> dict | None:
+    """The shipped cross-validation report (``assets/real/crossval.json``), or None when absent. Torch-free, so
+    ``ae4ad models`` can read it too."""
+    import json
+    from pathlib import Path
+
+    from .assets import assets_dir
+
+    p = Path(path) if path is not None else assets_dir() / "real" / CROSSVAL_FILE
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def crossval_rows(report: Mapping | None, sequence: str) -> list[dict]:
