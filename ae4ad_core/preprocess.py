@@ -1,9 +1,10 @@
 """The transform from image slices to model input, and back from model-space maps to image geometry.
 
-A model's card records a :class:`PreprocessConfig`; training and inference both call
-:func:`prepare_batch` (same-size batches already on a device) or :func:`prepare_slices` (arbitrary slices, with
-the geometry kept to map results back), which share one implementation, so the transform a model was trained
-with is replayed identically at inference.
+A model's card records a :class:`PreprocessConfig`; training and inference both call :func:`prepare_slices`
+(a tensor batch on a device) or :func:`prepare_arrays` (the same batch as a NumPy array: what
+:func:`prepare_slices` computes, without importing torch, so archive screening can decode and preprocess while
+torch is still loading), keeping the geometry to map results back, so the transform a model was trained with is
+replayed identically at inference.
 
 Steps, in order:
 
@@ -12,25 +13,33 @@ Steps, in order:
 2. optional foreground crop: the bounding box of pixels above ``foreground_threshold`` (in the [0, 1] scale of
    step 1) plus a margin;
 3. pad to a square with the background value (-1), centred;
-4. resize to ``size`` x ``size`` (bilinear with antialiasing).
+4. resize to ``size`` x ``size``: bilinear with antialiasing, the filter of
+   ``torch.nn.functional.interpolate(..., mode="bilinear", antialias=True, align_corners=False)`` (PIL's
+   triangle filter widened by the downscaling factor), applied as two small weight matrices.
+
+The module imports torch only inside the functions that return tensors.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from .errors import ModelCardError, look_up_option
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "PreprocessConfig",
     "SliceGeometry",
     "scale_intensity",
-    "prepare_batch",
+    "prepare_arrays",
     "prepare_slices",
     "restore_map",
     "restore_intensity",
@@ -112,11 +121,11 @@ def _integer_order_stats(row: np.ndarray, ranks: tuple[int, ...]) -> np.ndarray 
     """The order statistics ``ranks`` (0-based) of a 1-D float32 ``row`` by counting, when every value is an
     integer within a small range (CT Hounsfield units, MR stored values); ``None`` otherwise.
 
-    ``bincount`` + ``cumsum`` over the range (about 0.7 ms instead of 2.5 ms for ``numpy.partition`` on a
-    512 x 512 CT slice): the value of rank ``k`` is the first ``v`` whose cumulative count
-    exceeds ``k``, the very element ``numpy.partition`` puts at ``k``. The result is ``min + offset``, an
-    integer of magnitude below 2**24, so exactly the float32 of that element (a zero picked from a row holding
-    -0.0 is left to ``numpy.partition``, whose choice between the two zeros is its own).
+    ``bincount`` + ``cumsum`` over the range (about 3.5x faster than ``numpy.partition`` on a 512 x 512 CT
+    slice): the value of rank ``k`` is the first ``v`` whose cumulative count exceeds ``k``, the very element
+    ``numpy.partition`` puts at ``k``. The result is ``min + offset``, an integer of magnitude below 2**24, so
+    exactly the float32 of that element (a zero picked from a row holding -0.0 is left to ``numpy.partition``,
+    whose choice between the two zeros is its own).
     """
     n = row.shape[0]
     if n == 0:
@@ -132,79 +141,95 @@ def _integer_order_stats(row: np.ndarray, ranks: tuple[int, ...]) -> np.ndarray 
         return None
     if not np.array_equal(np.trunc(row), row):
         return None
-    # exact: integers below 2**24 in magnitude; torch's int32 bincount is faster than numpy's (which casts to intp)
-    ints = torch.from_numpy(row if row.flags.writeable else row.copy()).to(torch.int32)
-    ints -= int(low)
-    cumulative = torch.bincount(ints, minlength=span + 1).cumsum(0).numpy()
+    offsets = (row - np.float32(low)).astype(np.intp)  # exact: integers below 2**24 in magnitude
+    cumulative = np.bincount(offsets, minlength=span + 1).cumsum()
     values = (low + np.searchsorted(cumulative, np.asarray(ranks), side="right")).astype(np.float32)
     if (values == 0).any() and np.signbit(row[row == 0]).any():
         return None  # which of +0.0 and -0.0 partition picks is its own affair: let it pick
     return values
 
 
-def _percentile_pair(flat: torch.Tensor, low: float, high: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row percentiles ``low`` and ``high`` (nearest rank, like ``numpy.percentile(method='nearest')``) of
-    ``(N, P)``. On the CPU, rows of integer values in a small range (CT, MR stored values) are counted
-    (:func:`_integer_order_stats`, about 3.5x faster on 512 x 512 slices) and other rows go through one
-    ``numpy.partition`` pass (several times faster than two ``kthvalue`` calls); elsewhere ``kthvalue`` runs
-    on the device. All give the exact same order statistics, bit for bit."""
-    n = flat.shape[1]
+def _percentile_pair(rows: np.ndarray, low: float, high: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row percentiles ``low`` and ``high`` of ``(N, P)`` float rows, by nearest rank (like
+    ``numpy.percentile(method='nearest')``). Rows of integer values in a small range (CT, MR stored values) are
+    counted (:func:`_integer_order_stats`); other rows go through one ``numpy.partition`` pass. Both give the
+    exact same order statistics, bit for bit."""
+    n = rows.shape[1]
     k_lo, k_hi = _ranks(n, low), _ranks(n, high)
-    if flat.device.type == "cpu" and not flat.requires_grad:
-        rows = flat.numpy()
-        out = np.empty((rows.shape[0], 2), dtype=rows.dtype)
-        for i, row in enumerate(rows):
-            counted = _integer_order_stats(row, (k_lo, k_hi)) if row.dtype == np.float32 else None
-            if counted is None:
-                part = np.partition(row, [k_lo, k_hi])
-                counted = part[[k_lo, k_hi]]
-            out[i] = counted
-        return torch.from_numpy(out[:, 0].copy()), torch.from_numpy(out[:, 1].copy())
-    return flat.kthvalue(k_lo + 1, dim=1).values, flat.kthvalue(k_hi + 1, dim=1).values
+    out = np.empty((rows.shape[0], 2), dtype=rows.dtype)
+    for i, row in enumerate(rows):
+        counted = _integer_order_stats(row, (k_lo, k_hi)) if row.dtype == np.float32 else None
+        if counted is None:
+            counted = np.partition(row, [k_lo, k_hi])[[k_lo, k_hi]]
+        out[i] = counted
+    return out[:, 0].copy(), out[:, 1].copy()
 
 
-def scale_intensity(images: torch.Tensor, config: PreprocessConfig) -> torch.Tensor:
-    """Map intensities to [-1, 1] per image. ``images`` is ``(N, H, W)`` or ``(N, 1, H, W)``, any float dtype."""
-    x = torch.nan_to_num(images.float(), nan=0.0, posinf=0.0, neginf=0.0)
+def _as_array(values) -> np.ndarray:
+    """An array view of ``values`` (a tensor is detached and moved to the CPU; torch is never imported here)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.is_tensor(values):
+        return values.detach().cpu().numpy()
+    return np.asarray(values)
+
+
+def scale_intensity(images, config: PreprocessConfig) -> np.ndarray:
+    """Map intensities to [-1, 1] per image. ``images`` is ``(N, H, W)`` or ``(N, 1, H, W)``, any real dtype
+    (array or tensor); returns float32."""
+    images = _as_array(images)
+    x = images.astype(np.float32)  # a copy, scaled in place below
+    if not np.issubdtype(images.dtype, np.integer):
+        np.nan_to_num(x, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
     if config.intensity == "window":
-        lo = torch.full((x.shape[0],), config.center - config.width / 2, device=x.device)
-        hi = lo + config.width
+        lo = np.full(x.shape[0], config.center - config.width / 2, dtype=np.float32)
+        hi = lo + np.float32(config.width)
     else:
         lo, hi = _percentile_pair(x.reshape(x.shape[0], -1), config.low, config.high)
     shape = (-1,) + (1,) * (x.ndim - 1)
-    span = (hi - lo).clamp_min(1e-6).view(shape)
-    unit = ((x - lo.view(shape)) / span).clamp(0.0, 1.0)
-    return unit * 2.0 - 1.0
+    span = np.maximum(hi - lo, np.float32(1e-6)).reshape(shape)
+    x -= lo.reshape(shape)
+    x /= span
+    np.clip(x, 0.0, 1.0, out=x)
+    x *= 2.0
+    x -= 1.0
+    return x
 
 
-def _resize(x: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
-    size = (size, size) if isinstance(size, int) else size
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+@functools.lru_cache(maxsize=64)
+def _antialias_weights(n_in: int, n_out: int) -> np.ndarray:
+    """``(n_out, n_in)`` float32 weights of the antialiased bilinear resize along one axis, as torch computes
+    them for ``interpolate(mode="bilinear", antialias=True, align_corners=False)``: output pixel ``i`` is
+    centred at ``c = s (i + 0.5)`` in input pixels (``s = n_in / n_out``); inputs within the support
+    ``max(s, 1)`` get the triangle filter ``max(0, 1 - |j + 0.5 - c| / max(s, 1))``, normalised to sum 1."""
+    scale = n_in / n_out
+    support = max(scale, 1.0)
+    weights = np.zeros((n_out, n_in), dtype=np.float64)
+    for i in range(n_out):
+        center = scale * (i + 0.5)
+        first = max(int(center - support + 0.5), 0)
+        last = min(int(center + support + 0.5), n_in)
+        taps = np.maximum(0.0, 1.0 - np.abs((np.arange(first, last) - center + 0.5) / support))
+        total = taps.sum()
+        weights[i, first:last] = taps / total if total > 0 else taps
+    return weights.astype(np.float32)
 
 
-def prepare_batch(images: torch.Tensor, config: PreprocessConfig) -> torch.Tensor:
-    """Preprocess a same-size batch ``(N, 1, H, W)`` (or ``(N, H, W)``) on its device to ``(N, 1, S, S)``.
-
-    Used by training on already-square data; without foreground cropping it is exactly what
-    :func:`prepare_slices` does to each slice.
-    """
-    if images.ndim == 3:
-        images = images[:, None]
-    if config.crop_foreground or images.shape[-1] != images.shape[-2]:
-        tensors, _ = prepare_slices(list(images[:, 0]), config, device=images.device)
-        return tensors
-    return _resize(scale_intensity(images, config), config.size)
+def _resize(image: np.ndarray, size: int) -> np.ndarray:
+    """One ``(H, W)`` float32 image to ``(size, size)`` (separable antialiased bilinear, see the module notes)."""
+    h, w = image.shape
+    if (h, w) == (size, size):
+        return image
+    return _antialias_weights(h, size) @ image @ _antialias_weights(w, size).T
 
 
-def _foreground_box(unit: torch.Tensor, config: PreprocessConfig) -> tuple[int, int, int, int]:
+def _foreground_box(unit: np.ndarray, config: PreprocessConfig) -> tuple[int, int, int, int]:
     h, w = unit.shape
-    fg = unit > config.foreground_threshold
-    if not config.crop_foreground or not bool(fg.any()):
+    if not config.crop_foreground:
         return 0, 0, h, w
-    rows = torch.nonzero(fg.any(dim=1)).flatten()
-    cols = torch.nonzero(fg.any(dim=0)).flatten()
+    fg = unit > config.foreground_threshold
+    rows, cols = np.flatnonzero(fg.any(axis=1)), np.flatnonzero(fg.any(axis=0))
+    if rows.size == 0:
+        return 0, 0, h, w
     top, bottom = int(rows[0]), int(rows[-1]) + 1
     left, right = int(cols[0]), int(cols[-1]) + 1
     pad = int(round(config.margin * max(bottom - top, right - left)))
@@ -213,47 +238,58 @@ def _foreground_box(unit: torch.Tensor, config: PreprocessConfig) -> tuple[int, 
     return top, left, bottom - top, right - left
 
 
-def prepare_slices(
-    slices, config: PreprocessConfig, *, device: torch.device | str = "cpu"
-) -> tuple[torch.Tensor, list[SliceGeometry]]:
-    """Preprocess slices of any sizes into one model-input batch.
+def prepare_arrays(slices, config: PreprocessConfig) -> tuple[np.ndarray, list[SliceGeometry]]:
+    """Preprocess slices of any sizes into one model-input batch, in NumPy (see the module notes).
 
     Parameters
     ----------
-    slices : sequence of (H, W) arrays or tensors, or an (N, H, W) array
+    slices : sequence of (H, W) arrays (or CPU tensors), or an (N, H, W) array
     config : PreprocessConfig
-    device : torch device for the output
 
     Returns
     -------
-    batch : torch.Tensor
+    batch : numpy.ndarray
         ``(N, 1, S, S)`` float32 in [-1, 1].
     geometries : list of SliceGeometry
         One per slice, for :func:`restore_map`.
     """
-    out, geoms = [], []
-    for s in slices:
-        t = torch.as_tensor(np.array(s, dtype=np.float32, copy=True) if not torch.is_tensor(s) else s)
-        t = t.to(device=device, dtype=torch.float32)
-        if t.ndim != 2:
-            raise ValueError(f"Expected a 2D slice, got shape {tuple(t.shape)}.")
-        scaled = scale_intensity(t[None], config)[0]
+    out = np.empty((len(slices), 1, config.size, config.size), dtype=np.float32)
+    geoms = []
+    for i, s in enumerate(slices):
+        image = _as_array(s)
+        if image.ndim != 2:
+            raise ValueError(f"Expected a 2D slice, got shape {tuple(image.shape)}.")
+        scaled = scale_intensity(image[None], config)[0]
         top, left, h, w = _foreground_box((scaled + 1) / 2, config)
-        crop = scaled[top: top + h, left: left + w]
         side = max(h, w)
-        padded = torch.full((side, side), -1.0, device=t.device)
-        oy, ox = (side - h) // 2, (side - w) // 2
-        padded[oy: oy + h, ox: ox + w] = crop
-        out.append(_resize(padded[None, None], config.size)[0])
-        geoms.append(SliceGeometry(shape=(int(t.shape[0]), int(t.shape[1])), crop=(top, left, h, w), side=side))
-    if not out:
-        return torch.empty(0, 1, config.size, config.size, device=device), []
-    return torch.stack(out), geoms
+        if (top, left, h, w) == (0, 0, side, side):
+            padded = scaled
+        else:
+            padded = np.full((side, side), -1.0, dtype=np.float32)
+            oy, ox = (side - h) // 2, (side - w) // 2
+            padded[oy: oy + h, ox: ox + w] = scaled[top: top + h, left: left + w]
+        out[i, 0] = _resize(padded, config.size)
+        geoms.append(SliceGeometry(shape=(int(image.shape[0]), int(image.shape[1])), crop=(top, left, h, w),
+                                   side=side))
+    return out, geoms
+
+
+def prepare_slices(
+    slices, config: PreprocessConfig, *, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, list[SliceGeometry]]:
+    """:func:`prepare_arrays` as a ``(N, 1, S, S)`` float32 tensor on ``device``, plus the geometries."""
+    import torch
+
+    batch, geoms = prepare_arrays(slices, config)
+    return torch.from_numpy(batch).to(device), geoms
 
 
 def restore_map(values: np.ndarray | torch.Tensor, geometry: SliceGeometry, *, fill: float = 0.0) -> np.ndarray:
     """Map a model-space map ``(S, S)`` back onto the original slice ``(H, W)`` (inverse of the resize, the
     padding and the crop); pixels outside the crop get ``fill``."""
+    import torch
+    import torch.nn.functional as F
+
     t = torch.as_tensor(values, dtype=torch.float32).detach().cpu()
     up = F.interpolate(t[None, None], size=(geometry.side, geometry.side), mode="bilinear",
                        align_corners=False)[0, 0]
@@ -272,8 +308,7 @@ def restore_intensity(values, raw_slice, config: PreprocessConfig) -> np.ndarray
         lo = config.center - config.width / 2.0
         hi = lo + config.width
     else:
-        raw = torch.nan_to_num(torch.as_tensor(np.asarray(raw_slice, dtype=np.float32)), nan=0.0, posinf=0.0,
-                               neginf=0.0)
+        raw = np.nan_to_num(np.asarray(raw_slice, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
         lo_t, hi_t = _percentile_pair(raw.reshape(1, -1), config.low, config.high)
         lo, hi = float(lo_t[0]), float(hi_t[0])
     span = max(hi - lo, 1e-6)
