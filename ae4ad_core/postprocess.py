@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
 
 from .errors import ModelCardError, look_up_option
+
+if TYPE_CHECKING:  # the functions import torch when called: a card (and its MapScoring) is read without it
+    import torch
 
 __all__ = [
     "RESIDUALS",
@@ -133,6 +134,8 @@ def residual_map(x: torch.Tensor, reconstruction: torch.Tensor, residual: str) -
 
 def brain_mask(x: torch.Tensor, erosion: int = 0) -> torch.Tensor:
     """Boolean ``(N, S, S)`` brain mask of model inputs ``(N, 1, S, S)``, eroded by ``erosion`` pixels."""
+    import torch.nn.functional as F
+
     mask = (x[:, 0] > BRAIN_LEVEL).float()
     if erosion > 0:
         k = 2 * erosion + 1
@@ -142,6 +145,8 @@ def brain_mask(x: torch.Tensor, erosion: int = 0) -> torch.Tensor:
 
 def finish_maps(maps: torch.Tensor, x: torch.Tensor, scoring: MapScoring) -> torch.Tensor:
     """Smooth and brain-restrict raw maps ``(N, S, S)`` of inputs ``x`` as ``scoring`` says."""
+    import torch
+
     from .scoring import gaussian_smooth
 
     out = maps.float()
@@ -161,6 +166,8 @@ PRIOR_PERCENTILE = 95.0
 def fit_intensity_prior(x_normal: torch.Tensor, percentile: float = PRIOR_PERCENTILE) -> float:
     """The model-space level of :attr:`MapScoring.intensity_prior`: the ``percentile`` of brain pixels of NORMAL
     model inputs ``(N, 1, S, S)``."""
+    import torch
+
     vals = x_normal[:, 0][brain_mask(x_normal)].float()
     return float(torch.quantile(vals[:: max(1, vals.numel() // 1_000_000)], percentile / 100.0))
 
@@ -169,6 +176,8 @@ def aggregate_scores(maps: torch.Tensor, x: torch.Tensor, scoring: MapScoring,
                      reconstruction: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
     """Image scores ``(N,)`` of finished maps ``(N, S, S)`` (``reconstruction`` ``(N, 1, S, S)`` is needed by
     the ``squared_error`` aggregate)."""
+    import torch
+
     if scoring.aggregate == "mean":
         return maps.mean(dim=(1, 2))
     if scoring.aggregate == "squared_error":

@@ -23,7 +23,8 @@ from .errors import ModelCardError, UnknownModelError
 if TYPE_CHECKING:  # torch and the model classes are imported where used: reading cards needs no torch
     import torch
 
-    from .models import AutoEncoder, ModelConfig
+    from .model_config import ModelConfig
+    from .models import AutoEncoder
     from .preprocess import PreprocessConfig
 
 __all__ = [
@@ -144,7 +145,7 @@ class ModelCard:
         for key in ("name", "architecture", "preprocessing"):
             if key not in data:
                 raise ModelCardError(f"{source}: the model card has no {key!r} field.")
-        from .models import ModelConfig
+        from .model_config import ModelConfig
         from .preprocess import PreprocessConfig
 
         try:
