@@ -1,11 +1,10 @@
 """Screen an archive: score every slice of every file under some folders, resumably, on one or many processes.
 
 ``screen(paths, model, out=Path("results.csv"))`` walks the paths recursively (sorted by relative path, hidden
-files and folders skipped), decodes and preprocesses each file inside a :class:`torch.utils.data.DataLoader`
-(``num_workers`` processes decode while the main process scores), scores the slices in batches of
+files and folders skipped), decodes and preprocesses each file (:func:`ae4ad_core.io.read_image`, then
+:func:`ae4ad_core.preprocess.prepare_arrays`, neither of which needs torch), scores the slices in batches of
 ``batch_size`` with :func:`ae4ad_core.scoring.score_in_batches` (the card's map scoring, as the Analyze page)
-on the model's fused inference copy, and writes one
-row per slice:
+on the model's fused inference copy, and writes one row per slice:
 
 ``file`` (path relative to the scanned folder), ``slice``, ``score``, ``threshold``, ``above_threshold``,
 ``percentile`` (of the score among the model's normal validation images), ``model``, ``mode``, ``error``.
@@ -28,6 +27,14 @@ atomically renamed onto ``out``; the parts folder is then removed. So:
   scores what is missing (files that failed are not retried; rerun with ``resume=False`` to redo everything);
 * resuming with another model or mode than the one recorded in ``out`` is refused.
 
+Decoding processes
+------------------
+With ``num_workers`` > 0 a pool of that many processes decodes and preprocesses files while the main process
+scores. The pool starts *before* the model is loaded: in a fresh process (``ae4ad screen``) torch is not yet
+imported at that point, so the workers fork cheaply and decode while the main process spends a second or two
+importing torch and loading the weights. The default (:func:`default_num_workers`) is one worker per CPU but the
+one that scores.
+
 Several processes
 -----------------
 Under ``torchrun --nproc_per_node=N -m ae4ad_core.screening PATH --model M --out results.csv`` the process group
@@ -42,28 +49,27 @@ import argparse
 import csv
 import json
 import math
+import multiprocessing
 import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from .analysis import calibration_of
 from .distributed import distributed_info, init_distributed
 from .errors import Ae4adError, ModelCardError, format_error
 from .io import read_image
-from .preprocess import PreprocessConfig, prepare_slices
-from .registry import LoadedModel, load_model
-from .scoring import check_mode, score_in_batches
+from .preprocess import PreprocessConfig, prepare_arrays
+from .registry import LoadedModel, find_model_dir, load_card, load_model
 
 if TYPE_CHECKING:
     import pandas as pd
+    import torch
 
 __all__ = [
     "COLUMNS",
@@ -185,7 +191,7 @@ class _Item:
     preprocess_seconds: float
 
 
-class _FileSlices(torch.utils.data.Dataset):
+class _FileSlices:
     """Decodes and preprocesses one file per item; a failure becomes an item with ``error`` set. For a model
     trained on real patients (``card`` given), each scan first goes through the Analyze page's whole-head step
     (:func:`ae4ad_core.standardise.prepare_whole_head`: brain extraction, standardisation inside the brain), so
@@ -213,8 +219,7 @@ class _FileSlices(torch.utils.data.Dataset):
                 from .standardise import prepare_whole_head
 
                 pixels = prepare_whole_head(image, self.card)[0]
-            # a tensor view of the decoded pixels: prepare_slices copies NumPy slices, not tensors
-            x, _ = prepare_slices(torch.from_numpy(np.ascontiguousarray(pixels)), self.preprocessing)
+            x, _ = prepare_arrays(pixels, self.preprocessing)
         except Exception as exc:  # noqa: BLE001
             return _Item(
                 key,
@@ -223,7 +228,51 @@ class _FileSlices(torch.utils.data.Dataset):
                 t1 - t0,
                 time.perf_counter() - t1,
             )
-        return _Item(key, x.numpy(), "", t1 - t0, time.perf_counter() - t1)
+        return _Item(key, x, "", t1 - t0, time.perf_counter() - t1)
+
+
+_WORKER_FILES: _FileSlices | None = None  # the dataset of a decoding worker (set by its initializer)
+
+
+def _worker_init(dataset: _FileSlices) -> None:
+    """A decoding worker: one BLAS thread (the resize is a small matrix product; the CPUs are shared out as
+    processes), and the dataset to decode from."""
+    global _WORKER_FILES
+    _WORKER_FILES = dataset
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+
+
+def _worker_item(index: int) -> _Item:
+    return _WORKER_FILES[index]
+
+
+class _Decoded:
+    """The decoded items of ``dataset`` in order: from a pool of ``num_workers`` processes, started at
+    construction (so the work begins before anything else the caller does next), or, with no worker, decoded
+    in this process as they are asked for."""
+
+    def __init__(self, dataset: _FileSlices, num_workers: int) -> None:
+        self.dataset = dataset
+        self.pool = None
+        self.results: Iterator[_Item] | None = None
+        if num_workers > 0 and len(dataset):
+            self.pool = multiprocessing.get_context().Pool(num_workers, initializer=_worker_init,
+                                                           initargs=(dataset,))
+            chunk = max(1, min(8, len(dataset) // (4 * num_workers)))
+            self.results = self.pool.imap(_worker_item, range(len(dataset)), chunksize=chunk)
+
+    def __iter__(self) -> Iterator[_Item]:
+        if self.results is None:
+            return (self.dataset[i] for i in range(len(self.dataset)))
+        return self.results
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+            self.pool = None
 
 
 class _NoBar:
@@ -243,14 +292,6 @@ def _needs_whole_head_step(card) -> bool:
     return is_patient_model(card)
 
 
-def _identity(item):
-    return item
-
-
-def _worker_init(_worker_id: int) -> None:
-    torch.set_num_threads(1)
-
-
 def _available_cpus() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -259,15 +300,13 @@ def _available_cpus() -> int:
 
 
 def default_num_workers(n_files: int, *, world_size: int = 1) -> int:
-    """DataLoader workers that fit the machine: one per CPU this process may use (its share when ``world_size``
-    processes run on the node), less one for the process that scores, at most 8, and at most one per 32 files
-    (starting a worker costs about as much as decoding 20 files). Fewer than two is none: scoring is a small
-    part of the work, so a single worker only moves decoding to another process and adds the transfers
-    (measured 5-30% slower on 2 CPUs).
+    """Decoding workers that fit the machine: one per CPU this process may use (its share when ``world_size``
+    processes run on the node) less the one that scores, at most 8, at most one per 16 files, and none for
+    fewer than 16 files or a single CPU. With two CPUs that is one worker, which decodes while the main
+    process imports torch and loads the model, then while it scores.
     """
     cpus = max(1, _available_cpus() // max(1, world_size))
-    workers = min(cpus - 1, 8, n_files // 32)
-    return workers if workers >= 2 else 0
+    return max(0, min(cpus - 1, 8, n_files // 16))
 
 
 # ------------------------------------------------------------------------------------------------ tables
@@ -462,12 +501,16 @@ def _check_same_run(previous: list[dict], model: str, mode: str, out: Path) -> N
 
 def _barrier(world: int) -> None:
     if world > 1:
+        import torch
+
         torch.distributed.barrier()
 
 
 def _all_sum(values: list[float], world: int) -> list[float]:
     if world == 1:
         return values
+    import torch
+
     dev = (
         torch.device("cuda", torch.cuda.current_device())
         if torch.distributed.get_backend() == "nccl"
@@ -485,6 +528,8 @@ class _Scorer:
     """Accumulates preprocessed slices of several files and scores them in fixed-size batches."""
 
     def __init__(self, loaded: LoadedModel, mode: str, batch_size: int) -> None:
+        from .analysis import calibration_of
+
         cal = calibration_of(loaded)
         if mode not in cal.modes:
             raise ModelCardError(f"{loaded.card.name}: mode {mode!r} was not calibrated.")
@@ -513,6 +558,10 @@ class _Scorer:
         return done
 
     def _score(self, batch: list[tuple[str, int, torch.Tensor]]) -> list[dict]:
+        import torch
+
+        from .scoring import score_in_batches
+
         t0 = time.perf_counter()
         x = torch.stack([t for _, _, t in batch]).to(self.loaded.device)
         res = score_in_batches(self.loaded.inference, x, mode=self.mode, kl_gradient_scale=self.kl_gradient_scale,
@@ -555,6 +604,79 @@ def _error_row(key: str, error: str, model: str, mode: str) -> dict:
         "mode": mode,
         "error": error,
     }
+
+
+def _progress_bar(show: bool, total: int, desc: str):
+    if not show:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="file")
+
+
+def _score_items(
+    decoded: _Decoded,
+    loaded: LoadedModel,
+    mode: str,
+    *,
+    rank: int,
+    world: int,
+    parts: Path,
+    batch_size: int,
+    chunk_size: int,
+    num_workers: int,
+    bar,
+) -> tuple[float, float, float]:
+    """Score the decoded items, writing the rows of completed files as part files every ``chunk_size`` files;
+    returns the decoding, preprocessing and scoring seconds."""
+    import torch
+
+    from .scoring import check_mode
+
+    name = loaded.card.name
+    check_mode(loaded.inference, mode, model_name=f"model {name!r}")
+    scorer = _Scorer(loaded, mode, batch_size)
+    token = uuid.uuid4().hex[:8]
+    seq = 0
+    pending: list[dict] = []
+    pending_files = 0
+
+    def flush() -> None:
+        nonlocal seq, pending, pending_files
+        if not pending:
+            return
+        parts.mkdir(parents=True, exist_ok=True)
+        _write_atomic([_row(row) for row in pending], parts / f"r{rank:03d}-{token}-{seq:06d}.csv")
+        seq += 1
+        pending, pending_files = [], 0
+
+    def collect(rows: list[dict]) -> None:
+        nonlocal pending_files
+        pending.extend(rows)
+        pending_files += len({r["file"] for r in rows})
+        if pending_files >= chunk_size:
+            flush()
+
+    decode_s = prep_s = 0.0
+    # The scoring process gets the CPUs the decoding workers leave (decoding in this process is NumPy).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, min(threads, _available_cpus() // max(1, world) - num_workers)))
+    try:
+        for item in decoded:
+            decode_s += item.decode_seconds
+            prep_s += item.preprocess_seconds
+            if item.error:
+                collect([_error_row(item.key, item.error, name, mode)])
+            else:
+                scorer.add(item.key, torch.from_numpy(item.x))
+                collect(scorer.ready())
+            bar.update(1)
+        collect(scorer.ready(final=True))
+    finally:
+        torch.set_num_threads(threads)
+    flush()
+    bar.close()
+    return decode_s, prep_s, scorer.seconds
 
 
 def screen(
@@ -605,14 +727,11 @@ def screen(
     out = Path(out).resolve()
     _suffix(out)
     rank, world = distributed_info()
-    loaded = (
-        loaded_or_name
-        if isinstance(loaded_or_name, LoadedModel)
-        else load_model(loaded_or_name, device=device)
-    )
-    name = loaded.card.name
-    check_mode(loaded.inference, mode, model_name=f"model {name!r}")
-    scorer = _Scorer(loaded, mode, batch_size)
+    if isinstance(loaded_or_name, LoadedModel):
+        loaded, card = loaded_or_name, loaded_or_name.card
+    else:  # the card alone (no torch): enough to start decoding before the weights are loaded
+        loaded, card = None, load_card(find_model_dir(loaded_or_name))
+    name = card.name
     parts = _parts_dir(out)
 
     files = find_files(paths, exclude=[out, parts])
@@ -625,68 +744,23 @@ def screen(
     mine = [f for f in files[rank::world] if f[1] not in done]
     n_skipped = sum(1 for _, key in files if key in done)
 
-    token = uuid.uuid4().hex[:8]
-    seq = 0
-    pending: list[dict] = []
-    pending_files = 0
-
-    def flush() -> None:
-        nonlocal seq, pending, pending_files
-        if not pending:
-            return
-        parts.mkdir(parents=True, exist_ok=True)
-        _write_atomic([_row(row) for row in pending], parts / f"r{rank:03d}-{token}-{seq:06d}.csv")
-        seq += 1
-        pending, pending_files = [], 0
-
-    def collect(rows: list[dict]) -> None:
-        nonlocal pending_files
-        pending.extend(rows)
-        pending_files += len({r["file"] for r in rows})
-        if pending_files >= chunk_size:
-            flush()
-
-    decode_s = prep_s = 0.0
     if num_workers is None:
         num_workers = default_num_workers(len(mine), world_size=world)
-    loader = torch.utils.data.DataLoader(
-        _FileSlices(mine, loaded.card.preprocessing, loaded.card if _needs_whole_head_step(loaded.card) else None),
-        batch_size=None,
-        shuffle=False,
-        num_workers=num_workers,
-        collate_fn=_identity,
-        worker_init_fn=_worker_init if num_workers else None,
+    decoded = _Decoded(
+        _FileSlices(mine, card.preprocessing, card if _needs_whole_head_step(card) else None), num_workers
     )
-    if progress and rank == 0:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(mine), desc=f"screen {name} ({mode})", unit="file")
-    else:
-        bar = _NoBar()
-    # Decoding and preprocessing one slice are a chain of small operations: several intra-op threads only
-    # add synchronisation (and, on a busy machine, make them many times slower), so a process that decodes
-    # uses one thread, as the workers do.
-    # With workers, the process that scores gets the CPUs they leave.
-    threads = torch.get_num_threads()
-    spare = _available_cpus() // max(1, world) - num_workers
-    torch.set_num_threads(1 if num_workers == 0 else max(1, min(threads, spare)))
     try:
-        for item in loader:
-            decode_s += item.decode_seconds
-            prep_s += item.preprocess_seconds
-            if item.error:
-                collect([_error_row(item.key, item.error, name, mode)])
-            else:
-                scorer.add(item.key, torch.from_numpy(item.x))
-                collect(scorer.ready())
-            bar.update(1)
-        collect(scorer.ready(final=True))
+        if loaded is None:
+            loaded = load_model(loaded_or_name, device=device)
+        decode_s, prep_s, score_s = _score_items(
+            decoded, loaded, mode, rank=rank, world=world, parts=parts, batch_size=batch_size,
+            chunk_size=chunk_size, num_workers=num_workers, bar=_progress_bar(progress and rank == 0, len(mine),
+                                                                             f"screen {name} ({mode})"),
+        )
     finally:
-        torch.set_num_threads(threads)
-    flush()
-    bar.close()
+        decoded.close()
 
-    n_processed, decode_s, prep_s, score_s = _all_sum([len(mine), decode_s, prep_s, scorer.seconds], world)
+    n_processed, decode_s, prep_s, score_s = _all_sum([len(mine), decode_s, prep_s, score_s], world)
     _barrier(world)
     if rank == 0:
         final = _merge(_read_previous(out) if resume else _read_parts_only(parts))
@@ -748,7 +822,7 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     args = build_parser().parse_args(argv)
-    distributed, device = init_distributed(args.device)
+    distributed, device = init_distributed(args.device)  # imports torch only under torchrun
     rank = distributed_info()[0]
     try:
         summary = screen(
@@ -768,6 +842,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     finally:
         if distributed:
+            import torch
+
             torch.distributed.destroy_process_group()
     if rank == 0:
         print(json.dumps(summary.to_dict(), indent=1))

@@ -188,8 +188,8 @@ def test_torchrun_two_processes_match_one(tmp_path, tiny_ae_dir):
 
 @pytest.mark.parametrize(
     ("cpus", "n_files", "world", "expected"),
-    [(1, 1000, 1, 0), (2, 300, 1, 0), (3, 300, 1, 2), (16, 300, 1, 8), (16, 100, 1, 3), (16, 40, 1, 0),
-     (8, 300, 2, 3)],
+    [(1, 1000, 1, 0), (2, 300, 1, 1), (2, 15, 1, 0), (3, 300, 1, 2), (16, 300, 1, 8), (16, 100, 1, 6),
+     (16, 40, 1, 2), (8, 300, 2, 3)],
 )
 def test_default_workers_fit_the_machine(monkeypatch, cpus, n_files, world, expected):
     monkeypatch.setattr(screening, "_available_cpus", lambda: cpus)
