@@ -11,9 +11,10 @@ process (start-up and imports included), against a same-run reference: merely re
 ``pydicom.dcmread(path).pixel_array``, also as a fresh Python process (``ratio``), and as a loop inside this
 process (``ratio_vs_read_loop``). Runs are interleaved, best of ``--repeats`` each, page cache warm for all.
 
-``torch_import_process_seconds`` times a fresh process that only imports torch (same run, interleaved too):
-``ratio_floor_torch_import`` = (that + the pydicom process) / the pydicom process is the ratio the CLI could reach
-if everything but torch's import cost no more than pydicom's own reading.
+``torch_import_process_seconds`` times a fresh process that only imports torch (same run, interleaved too), exit
+included. ``ratio_serial_torch_import`` = (that + the pydicom process) / the pydicom process is what a CLI that
+imported torch and then read like pydicom would reach; ``ae4ad screen`` goes below it because its decoding
+workers start before torch is imported and read while the main process imports it.
 
 The model is ``--model`` (registry name or folder), else the app's default model from the registry; without
 any model, a 1-epoch AE (d = 16, 64 px) is trained on synthetic slices first (its weights do not matter for
@@ -185,7 +186,8 @@ def pick_model(name: str | None, scratch: Path) -> str:
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--files", type=int, default=300)
-    p.add_argument("--num-workers", default="0,2", help="comma-separated DataLoader worker counts to try")
+    p.add_argument("--num-workers", default="0,auto",
+                   help="comma-separated decoding worker counts to try in-process ('auto': the default for this machine)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--model", default=None)
     p.add_argument("--device", default="cpu")
@@ -210,7 +212,10 @@ def main(argv: list[str] | None = None) -> dict:
             tmp / "archive" / "series0", loaded, out=tmp / "warmup.csv", progress=False
         )  # first-call costs
         runs = []
-        for workers in [int(w) for w in args.num_workers.split(",")]:
+        from ae4ad_core.screening import default_num_workers
+
+        counts = [default_num_workers(args.files) if w == "auto" else int(w) for w in args.num_workers.split(",")]
+        for workers in dict.fromkeys(counts):
             s = screen(
                 tmp / "archive",
                 loaded,
@@ -261,9 +266,8 @@ def main(argv: list[str] | None = None) -> dict:
             "torch_import_process_seconds": round(min(torch_imports), 3),
             "all_torch_import_process_seconds": [round(v, 3) for v in torch_imports],
             "ratio": round(min(clis) / min(read_processes), 2),
-            # what the CLI would take if it did nothing but import torch and then read like pydicom: the ratio
-            # no screening code can beat while scoring runs on torch
-            "ratio_floor_torch_import": round((min(torch_imports) + min(read_processes)) / min(read_processes), 2),
+            # a CLI that imported torch, then read like pydicom (the decoding workers overlap the two)
+            "ratio_serial_torch_import": round((min(torch_imports) + min(read_processes)) / min(read_processes), 2),
             "ratio_vs_read_loop": round(min(clis) / min(reads), 2),
             "target_ratio": 3.0,
         },
