@@ -15,7 +15,9 @@ __all__ = [
     "PYDICOM_TEST_FILES",
     "pydicom_test_file",
     "dicom_bytes",
+    "dicom_series_from_nifti",
     "nifti_bytes",
+    "write_dicom_series",
     "png_bytes",
     "png_header_only",
     "tiff_pages_bytes",
@@ -137,6 +139,158 @@ def dicom_bytes(
     if not preamble:
         return data[132:]  # drop the preamble, the "DICM" prefix stays off: raw file meta + dataset
     return data
+
+
+# Header fields of a typical clinical 2D axial acquisition per sequence (1.5 T, TR/TE/TI in ms), as a scanner
+# writes them: the words, the timing, the scanning sequence and, after contrast, the agent.
+SERIES_HEADERS: dict[str, dict] = {
+    "flair": dict(
+        SeriesDescription="AX FLAIR", ProtocolName="AX T2 FLAIR", ScanningSequence="SE\\IR",
+        SequenceVariant="SK\\SP\\MP", RepetitionTime=9000.0, EchoTime=120.0, InversionTime=2500.0,
+        EchoTrainLength=24, FlipAngle=90.0,
+    ),
+    "t1c": dict(
+        SeriesDescription="AX T1 POST GD", ProtocolName="AX T1 SE POST", ScanningSequence="SE",
+        SequenceVariant="SK\\SP", RepetitionTime=500.0, EchoTime=12.0, EchoTrainLength=1, FlipAngle=90.0,
+        ContrastBolusAgent="GADOLINIUM", ContrastBolusVolume=15.0,
+    ),
+    "t1": dict(
+        SeriesDescription="AX T1", ProtocolName="AX T1 SE", ScanningSequence="SE", SequenceVariant="SK\\SP",
+        RepetitionTime=500.0, EchoTime=12.0, EchoTrainLength=1, FlipAngle=90.0,
+    ),
+    "t2": dict(
+        SeriesDescription="AX T2 FSE", ProtocolName="AX T2 FSE", ScanningSequence="SE",
+        SequenceVariant="SK\\SP", RepetitionTime=4000.0, EchoTime=100.0, EchoTrainLength=16, FlipAngle=90.0,
+    ),
+}
+
+
+def _ras_to_lps(vector: np.ndarray) -> np.ndarray:
+    return np.asarray(vector, dtype=float) * np.array([-1.0, -1.0, 1.0])
+
+
+def dicom_series_from_nifti(
+    source: str | Path | bytes,
+    *,
+    sequence: str | None = None,
+    name: str = "scan",
+) -> list[tuple[str, bytes]]:
+    """An axial NIfTI volume as the MR DICOM series a scanner would have written: one file per slice.
+
+    The slices are those :func:`ae4ad_core.io.read_image` shows for the NIfTI (closest canonical RAS axes,
+    the patient's right on the image left, anterior at the top), so the series reads back as the same volume.
+    Each file has the geometry of its slice from the NIfTI affine (Image Position/Orientation (Patient), Pixel
+    Spacing, Slice Thickness, Spacing Between Slices, Slice Location, in DICOM's LPS coordinates), the same
+    Study, Series and Frame of Reference UIDs, and the header of its sequence (:data:`SERIES_HEADERS`:
+    description, timing, scanning sequence, a contrast agent for T1c). Instance Number 1 is the most superior
+    slice, as many scanners number them, so a reader has to sort by position.
+
+    Parameters
+    ----------
+    source : path or bytes
+        A 3-D NIfTI (``.nii`` or ``.nii.gz``); integer voxels are stored as they are, others are scaled to
+        12 bits with Rescale Slope/Intercept.
+    sequence : {"flair", "t1c", "t1", "t2"}, optional
+        The header to write; by default the one the file name says
+        (:func:`ae4ad_core.sequence.sequence_from_name`).
+    name : str
+        Prefix of the file names (``"<name>-0001.dcm"``, in Instance Number order).
+
+    Returns
+    -------
+    list of (file name, bytes)
+    """
+    import nibabel
+    from pydicom.uid import generate_uid
+
+    from ae4ad_core.sequence import sequence_from_name
+
+    if isinstance(source, bytes):
+        data = gzip.decompress(source) if source[:2] == b"\x1f\x8b" else source
+        image = nibabel.Nifti1Image.from_bytes(data)
+        label = name
+    else:
+        image, label = nibabel.load(str(source)), Path(source).name
+    sequence = sequence or sequence_from_name(label).sequence
+    if sequence not in SERIES_HEADERS:
+        raise ValueError(f"{label}: no DICOM header for sequence {sequence!r}; pass sequence=")
+    canonical = nibabel.as_closest_canonical(image)
+    volume = np.asanyarray(canonical.dataobj)
+    if volume.ndim != 3:
+        raise ValueError(f"{label}: a 3-D volume is needed, not {volume.shape}")
+    affine = canonical.affine
+    if np.issubdtype(volume.dtype, np.integer) and volume.min() >= 0 and volume.max() <= 65535:
+        stored, rescale = volume.astype(np.uint16), None
+    elif np.issubdtype(volume.dtype, np.integer) and volume.min() >= -32768 and volume.max() <= 32767:
+        stored, rescale = volume.astype(np.int16), None
+    else:
+        lo, hi = float(np.nanmin(volume)), float(np.nanmax(volume))
+        slope = (hi - lo) / 4095 if hi > lo else 1.0
+        stored = np.round((np.nan_to_num(volume, nan=lo) - lo) / slope).astype(np.uint16)
+        rescale = (slope, lo)
+
+    nx, ny, nz = volume.shape
+    # Pixel (row r, column c) of slice k is canonical voxel (nx-1-c, ny-1-r, k): columns run to the patient's
+    # left, rows to posterior, as the NIfTI reader lays out an axial slice.
+    across, down = -affine[:3, 0], -affine[:3, 1]
+    row_cosine = _ras_to_lps(across / np.linalg.norm(across))
+    column_cosine = _ras_to_lps(down / np.linalg.norm(down))
+    normal = np.cross(row_cosine, column_cosine)
+    through = _ras_to_lps(affine[:3, 2])
+    thickness = abs(float(through @ normal))
+    pixel_spacing = (float(np.linalg.norm(down)), float(np.linalg.norm(across)))
+
+    study, series, frame = generate_uid(), generate_uid(), generate_uid()  # a new study every call
+    header = dict(SERIES_HEADERS[sequence])
+    header.update(
+        StudyInstanceUID=study,
+        FrameOfReferenceUID=frame,
+        StudyDescription="MRI BRAIN WITH AND WITHOUT CONTRAST",
+        Manufacturer="GE MEDICAL SYSTEMS",
+        ManufacturerModelName="Signa HDxt",
+        MagneticFieldStrength=1.5,
+        MRAcquisitionType="2D",
+        BodyPartExamined="BRAIN",
+        PatientPosition="HFS",
+        PatientName="Anonymous",
+        PatientID="ANON0001",
+        SeriesNumber=5 if sequence == "flair" else 9,
+        AcquisitionNumber=1,
+        SliceThickness=round(thickness, 4),
+        SpacingBetweenSlices=round(thickness, 4),
+        PositionReferenceIndicator="",
+    )
+    files = []
+    for k in range(nz):
+        instance = nz - k  # 1 = the most superior slice
+        position = _ras_to_lps((affine @ np.array([nx - 1, ny - 1, k, 1.0]))[:3])
+        dicom = dicom_bytes(
+            stored[::-1, ::-1, k].T,
+            position=[round(float(v), 6) for v in position],
+            orientation=[round(float(v), 8) for v in (*row_cosine, *column_cosine)],
+            instance_number=instance,
+            series_uid=series,
+            rescale=rescale,
+            identifiers=False,
+            pixel_spacing=pixel_spacing,
+            modality="MR",
+            SliceLocation=round(float(position @ normal), 4),
+            **header,
+        )
+        files.append((f"{name}-{instance:04d}.dcm", dicom))
+    return sorted(files)
+
+
+def write_dicom_series(source: str | Path | bytes, folder: str | Path, **options) -> list[Path]:
+    """:func:`dicom_series_from_nifti` written into ``folder`` (created); the paths in Instance Number
+    order."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for file_name, data in dicom_series_from_nifti(source, **options):
+        paths.append(folder / file_name)
+        paths[-1].write_bytes(data)
+    return paths
 
 
 def nifti_bytes(

@@ -198,16 +198,16 @@ def test_fresh_server_opened_at_a_page_url_goes_through_the_navigation(home):
         assert not page.get_by_role("link", name="app").count()
 
 
-@pytest.mark.parametrize("sequence", ["flair", "t1c"])
-def test_a_whole_head_upload_gets_its_model_and_a_map_inside_the_brain(page, shared_data, sequence):
-    """A clinical whole head (TCGA, skull and face included) is detected, gets the model of its sequence, is
-    brain-extracted and scored; the map stops at the brain (checked on the library side, the page's call)."""
+def whole_head_upload_checks(
+    page, files: list[Path], heading: str, sequence: str, image, artifact: str
+) -> None:
+    """Upload ``files`` (one selection) of a whole head, TCGA-FG-6692: the page shows ``heading``, preselects
+    the model of ``sequence``, scores the scan and shows the verdict, at the middle slice then at the tumour's
+    slice; the map stops at the brain (checked on the library side on ``image``, the page's call)."""
     from ae4ad_core.analysis import analyze_image
-    from ae4ad_core.io import read_image
 
-    path = shared_data / "tcga-head" / f"TCGA-FG-6692_{sequence}.nii.gz"
-    page.locator('input[type="file"]').set_input_files(str(path))
-    shown(page, path.name)
+    page.locator('input[type="file"]').set_input_files([str(path) for path in files])
+    shown(page, heading)
     model = page.get_by_test_id("stSidebar").get_by_role("combobox", name="Model", exact=True)
     expect(model).to_have_value(re.compile(rf"^{sequence}-"), timeout=30_000)
     page.get_by_test_id("stSidebar").get_by_text("Show brain outline").click()
@@ -222,8 +222,37 @@ def test_a_whole_head_upload_gets_its_model_and_a_map_inside_the_brain(page, sha
     wait_for_app(page, start_ms=1000)
     page.get_by_text(VERDICT).wait_for(timeout=60_000)
     assert not page.get_by_test_id("stException").count()
-    page.screenshot(path=str(ARTIFACTS / f"tcga_{sequence}.png"), full_page=True)
-    result = analyze_image(read_image(path))
+    page.screenshot(path=str(ARTIFACTS / artifact), full_page=True)  # TCGA-derived: never committed
+    result = analyze_image(image)
     assert result.analysis.model_name.startswith(f"{sequence}-")
     for i in range(len(result.analysis)):
         assert not result.analysis.outline_in_input_space(i)[~result.brain[i]].any()
+
+
+@pytest.mark.parametrize("sequence", ["flair", "t1c"])
+def test_a_whole_head_upload_gets_its_model_and_a_map_inside_the_brain(page, shared_data, sequence):
+    """A clinical whole head (TCGA, skull and face included) as a NIfTI file is detected by its name, gets the
+    model of its sequence, is brain-extracted and scored; the map stops at the brain."""
+    from ae4ad_core.io import read_image
+
+    path = shared_data / "tcga-head" / f"TCGA-FG-6692_{sequence}.nii.gz"
+    whole_head_upload_checks(page, [path], path.name, sequence, read_image(path), f"tcga_{sequence}.png")
+
+
+@pytest.mark.parametrize("sequence", ["flair", "t1c"])
+def test_a_whole_head_dicom_series_gets_its_model_and_a_map_inside_the_brain(
+    page, shared_data, sequence, tmp_path
+):
+    """The same whole head as the MR DICOM series a scanner writes (26 files made from the NIfTI at test
+    time, the sequence said by the header, Instance Number 1 the top slice), all files in one upload: the page
+    stacks them into one volume in the NIfTI's order and orientation and takes it the same whole-head path."""
+    from _fixtures_io import write_dicom_series
+
+    from ae4ad_core.io import read_images
+
+    nifti = shared_data / "tcga-head" / f"TCGA-FG-6692_{sequence}.nii.gz"
+    files = write_dicom_series(nifti, tmp_path, name="IM")
+    images, errors = read_images(files)
+    assert not errors and len(images) == 1 and images[0].n_slices == len(files) == 26
+    heading = f"{files[0].name} (+{len(files) - 1} files)"  # a browser sends no folder names
+    whole_head_upload_checks(page, files, heading, sequence, images[0], f"tcga_{sequence}_series.png")
