@@ -275,3 +275,39 @@ def test_screening_a_whole_head_scores_like_the_analyze_page(tmp_path, shared_da
     expected = analyze_image(read_image(src), model).analysis.scores
     assert len(rows) == len(expected)
     np.testing.assert_allclose([float(r["score"]) for r in rows], expected, rtol=1e-5, atol=1e-7)
+
+
+def test_decoding_workers_give_the_rows_of_the_main_process(tmp_path, tiny_ae_dir):
+    root = _archive(tmp_path / "in", extra=6)
+    inline = screen(root, tiny_ae_dir, out=tmp_path / "inline.csv", num_workers=0, progress=False)
+    pooled = screen(root, tiny_ae_dir, out=tmp_path / "pooled.csv", num_workers=2, progress=False)
+    assert pooled.n_processed == inline.n_processed == 11 and pooled.n_errors == inline.n_errors == 2
+    pd.testing.assert_frame_equal(read_results(tmp_path / "pooled.csv"), read_results(tmp_path / "inline.csv"))
+
+
+_TORCH_FREE = """
+import sys
+from pathlib import Path
+from ae4ad_core import screening
+from ae4ad_core.registry import find_model_dir, load_card
+from ae4ad_core.standardise import prepare_whole_head  # noqa: F401 - the whole-head step of patient models
+card = load_card(find_model_dir(sys.argv[1]))
+card.map_scoring
+files = screening.find_files(sys.argv[2])
+items = [screening._FileSlices(files, card.preprocessing)[i] for i in range(len(files))]
+size = card.preprocessing.size
+assert [i.x.shape for i in items if not i.error] == [(1, 1, size, size)] * 2 + [(3, 1, size, size)], items
+print("torch" in sys.modules)
+"""
+
+
+def test_screening_reads_cards_and_decodes_without_importing_torch(tmp_path, tiny_ae_dir):
+    """What ``ae4ad screen`` does before its decoding workers start (read the card, find the files) and what
+    the workers do (decode, preprocess) never imports torch, so the workers fork before the main process pays
+    for torch's import and decode while it does."""
+    root = _archive(tmp_path / "in")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", _TORCH_FREE, str(tiny_ae_dir), str(root)], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "False"
