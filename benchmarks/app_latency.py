@@ -14,9 +14,9 @@ file per slice, the header of the sequence its name says: ``dicom_series_from_ni
 ``tests/_fixtures_io.py``) and uploads all its files at once, as one selection in the file dialog; the page
 stacks them into one volume.
 
-With ``--distinct`` every run uploads a new copy of the (DICOM) input with one pixel changed, or a new series
-(new study, series and instance UIDs), so nothing is served from a cache: the latency of a clinic's next
-patient, brain extraction and scoring included, rather than of the same file again.
+With ``--distinct`` every run uploads a new copy of a DICOM or NIfTI input with one pixel changed, or a new
+series (new study, series and instance UIDs), so nothing is served from a cache: the latency of a clinic's
+next patient, brain extraction and scoring included, rather than of the same file again.
 
 Needs Debian's chromium (``apt-get install -y chromium``) and the ``playwright`` package (never
 ``playwright install``). Without models in the registry, a tiny AE and VAE are trained into a temporary home.
@@ -165,18 +165,28 @@ def time_upload(server, paths: list[Path]) -> tuple[float, float, float]:
 
 
 def distinct_copies(path: Path, n: int, folder: Path) -> list[Path]:
-    """``n`` copies of a DICOM file under the same name, each with one pixel changed: the same picture, but new
-    content for every cache (reading, scoring, the charts), as a clinic's next patient would be."""
-    import pydicom
-
+    """``n`` copies of a DICOM or NIfTI file under the same name, each with one pixel changed: the same
+    picture, but new content for every cache (reading, scoring, the charts), as a clinic's next patient would
+    be."""
     copies = []
     for k in range(n):
+        (folder / f"copy{k}").mkdir(parents=True, exist_ok=True)
+        copies.append(folder / f"copy{k}" / path.name)
+        if path.name.endswith((".nii", ".nii.gz")):
+            import nibabel as nib
+            import numpy as np
+
+            image = nib.load(path)
+            voxels = np.asanyarray(image.dataobj).copy()
+            voxels.flat[-1] = voxels.flat[-1] + (k + 1) * 7
+            nib.save(nib.Nifti1Image(voxels, image.affine, image.header), copies[-1])
+            continue
+        import pydicom
+
         dataset = pydicom.dcmread(path)
         pixels = dataset.pixel_array.copy()
         pixels.flat[-1] = pixels.flat[-1] + (k + 1) * 7
         dataset.PixelData = pixels.tobytes()
-        (folder / f"copy{k}").mkdir(parents=True, exist_ok=True)
-        copies.append(folder / f"copy{k}" / path.name)
         dataset.save_as(copies[-1])
     return copies
 
@@ -212,8 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--distinct",
         action="store_true",
-        help="upload a different copy of each DICOM input every run (one pixel changed; a series: new "
-        "UIDs), so that no cache serves the reading, the scoring or the charts; default: the same file "
+        help="upload a different copy of each DICOM or NIfTI input every run (one pixel changed; a series: "
+        "new UIDs), so that no cache serves the reading, the scoring or the charts; default: the same file "
         "every run",
     )
     args = parser.parse_args(argv)
