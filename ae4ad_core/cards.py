@@ -9,8 +9,10 @@ returns :class:`CardSummary` rows. The architecture itself is validated when the
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,8 +53,17 @@ class CardSummary:
     training: dict = field(default_factory=dict)
 
 
+_PARSED: dict[tuple[str, bytes], CardSummary] = {}
+_PARSED_LOCK = threading.Lock()
+_PARSED_MAX = 256
+
+
 def read_card_summary(folder: Path | str) -> CardSummary:
-    """Read ``card.json`` of a model folder as a :class:`CardSummary`.
+    """Read ``card.json`` of a model folder as a :class:`CardSummary` (shared: use it read-only).
+
+    Cards carry their calibration scores (about 100 kB of JSON each), and the Analyze page lists the registry
+    for every upload to choose a model, so a summary is kept per folder and *content* of its card: the file is
+    read and hashed every time (a few milliseconds for the zoo), parsed only when it changed.
 
     Raises
     ------
@@ -64,14 +75,32 @@ def read_card_summary(folder: Path | str) -> CardSummary:
     folder = Path(folder)
     source = f"{folder.name}/{CARD_FILE}"
     try:
-        data = json.loads((folder / CARD_FILE).read_text())
+        raw = (folder / CARD_FILE).read_bytes()
     except FileNotFoundError:
         raise ModelCardError(f"{folder.name}: no {CARD_FILE} in {folder}.") from None
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
+        raise ModelCardError(f"{source}: cannot be read ({exc}).") from None
+    key = (str(folder), hashlib.blake2b(raw, digest_size=16).digest())
+    with _PARSED_LOCK:
+        cached = _PARSED.get(key)
+    if cached is not None:
+        return cached
+    summary = _parse_summary(raw, folder, source, CARD_VERSION)
+    with _PARSED_LOCK:
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.pop(next(iter(_PARSED)))
+        _PARSED[key] = summary
+    return summary
+
+
+def _parse_summary(raw: bytes, folder: Path, source: str, card_version: int) -> CardSummary:
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
         raise ModelCardError(f"{source}: not valid JSON ({exc}).") from None
     if not isinstance(data, dict):
         raise ModelCardError(f"{source}: a model card must be a JSON object.")
-    if data.get("version") != CARD_VERSION:
+    if data.get("version") != card_version:
         raise ModelCardError(f"{source}: card version {data.get('version')!r} is not supported.")
     arch = data.get("architecture")
     if not isinstance(arch, dict) or not isinstance(data.get("preprocessing"), dict) or "name" not in data:

@@ -51,6 +51,27 @@ def test_card_summaries_match_full_cards(tiny_models_root):
     ]
 
 
+def test_card_summaries_are_kept_by_content(tiny_models_root, tmp_path):
+    """A summary is parsed once per card content: an edited card (same size, same modification time) is read
+    anew, an unchanged one is the same object."""
+    import os
+    import shutil
+
+    folder = tmp_path / "m"
+    shutil.copytree(next(p for p in tiny_models_root.iterdir() if (p / "card.json").is_file()), folder)
+    card = folder / "card.json"
+    first = read_card_summary(folder)
+    assert read_card_summary(folder) is first
+    stat = card.stat()
+    text = card.read_text()
+    assert first.description and len(first.description) >= 3
+    edited = text.replace(first.description, first.description[::-1], 1)
+    card.write_text(edited)
+    os.utime(card, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert card.stat().st_size == stat.st_size
+    assert read_card_summary(folder).description == first.description[::-1]
+
+
 def test_card_summary_refuses_a_broken_card(tmp_path):
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "card.json").write_text('{"version": 1}')
