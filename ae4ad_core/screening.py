@@ -234,11 +234,34 @@ class _FileSlices:
 _WORKER_FILES: _FileSlices | None = None  # the dataset of a decoding worker (set by its initializer)
 
 
+def keep_freed_memory() -> bool:
+    """Make this process's ``malloc`` keep freed blocks of up to 64 MB for reuse (glibc only; ``False`` elsewhere).
+
+    By default glibc serves a block of 128 kB or more with a fresh ``mmap`` and unmaps it when freed, until a
+    freed block raises that threshold. A process that decodes slice after slice (a 512 x 512 slice is 1 MB as
+    float32) then takes a page fault for every 4 kB of every new buffer: measured on a 2-CPU virtual machine,
+    12 ms per CT file to decode and preprocess instead of 6.5 ms. Screening allocates buffers of the same few
+    sizes over and over, so the heap keeps them (and returns memory above 128 MB of free space).
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError, TypeError):  # not glibc (macOS, Windows, musl without mallopt)
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(mallopt(m_mmap_threshold, 64 << 20)) and bool(mallopt(m_trim_threshold, 128 << 20))
+
+
 def _worker_init(dataset: _FileSlices) -> None:
-    """A decoding worker: one BLAS thread (the resize is a small matrix product; the CPUs are shared out as
-    processes), and the dataset to decode from."""
+    """A decoding worker: freed buffers kept for the next file (:func:`keep_freed_memory`), one BLAS thread
+    (the resize is a small matrix product; the CPUs are shared out as processes), and the dataset to decode
+    from."""
     global _WORKER_FILES
     _WORKER_FILES = dataset
+    keep_freed_memory()
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
@@ -822,6 +845,7 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     args = build_parser().parse_args(argv)
+    keep_freed_memory()  # this process decodes too (and its forked workers inherit the setting)
     distributed, device = init_distributed(args.device)  # imports torch only under torchrun
     rank = distributed_info()[0]
     try:
