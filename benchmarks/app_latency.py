@@ -7,16 +7,17 @@ until the verdict sentence is visible. Prints JSON: median and all timings per i
 are met.
 
     python benchmarks/app_latency.py [--runs 5] [--home DIR] [--file PATH ...] [--series NIFTI ...]
-                                     [--distinct]
+                                     [--same]
 
 ``--series NIFTI`` turns an axial NIfTI volume into the MR DICOM series a scanner would have written (one
 file per slice, the header of the sequence its name says: ``dicom_series_from_nifti`` in
 ``tests/_fixtures_io.py``) and uploads all its files at once, as one selection in the file dialog; the page
 stacks them into one volume.
 
-With ``--distinct`` every run uploads a new copy of a DICOM or NIfTI input with one pixel changed, or a new
-series (new study, series and instance UIDs), so nothing is served from a cache: the latency of a clinic's
-next patient, brain extraction and scoring included, rather than of the same file again.
+By default every run uploads a new copy of a DICOM or NIfTI input with one pixel changed, or a new series (new
+study, series and instance UIDs), so no cached analysis serves it: the latency of a clinic's next patient,
+brain extraction and scoring included. ``--same`` uploads the same file every run (after the first, the
+server's caches answer: what a user sees when opening the same scan again).
 
 Needs Debian's chromium (``apt-get install -y chromium``) and the ``playwright`` package (never
 ``playwright install``). Without models in the registry, a tiny AE and VAE are trained into a temporary home.
@@ -220,11 +221,11 @@ def main(argv: list[str] | None = None) -> int:
         help="OMP_NUM_THREADS for the server (torch intra-op threads); default: torch's choice",
     )
     parser.add_argument(
-        "--distinct",
-        action="store_true",
-        help="upload a different copy of each DICOM or NIfTI input every run (one pixel changed; a series: "
-        "new UIDs), so that no cache serves the reading, the scoring or the charts; default: the same file "
-        "every run",
+        "--same",
+        dest="distinct",
+        action="store_false",
+        help="upload the same file every run (cached after the first); default: a different copy of each "
+        "DICOM or NIfTI input every run (one pixel changed; a series: new UIDs), as the next patient",
     )
     args = parser.parse_args(argv)
     if not chromium_available():
