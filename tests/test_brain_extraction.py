@@ -8,11 +8,10 @@ skipped when missing, except under CI (``CI=true``), where missing data fail the
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
+from _heads import CH2, CH2_BET, MARGIN, TCGA_MASK, TCGA_T1C, require
 
 from ae4ad_core.brain_extraction import (
     MEASURED,
@@ -29,21 +28,6 @@ from ae4ad_core.brain_extraction import (
 )
 from ae4ad_core.errors import DataError
 from ae4ad_core.io import read_image
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-TCGA_T1C = SHARED / "tcga-head" / "TCGA-FG-6692_t1c.nii.gz"
-TCGA_MASK = SHARED / "tcga-head" / "TCGA-FG-6692_t1c_brainmask.nii.gz"
-CH2 = Path("/usr/share/mricron/templates/ch2.nii.gz")
-CH2_BET = Path("/usr/share/mricron/templates/ch2bet.nii.gz")
-MARGIN = 0.01
-
-
-def _require(*paths: Path, hint: str) -> None:
-    missing = [str(p) for p in paths if not p.is_file()]
-    if missing:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"missing test data {missing}: {hint}")
-        pytest.skip(f"missing test data {missing}: {hint}")
 
 
 def phantom_head(n: int = 1, size: int = 128, *, seed: int = 0, lesion: bool = False):
@@ -142,7 +126,7 @@ def test_slice_thickness_from_nifti_metadata():
 
 
 def test_colin27_with_skull_against_ch2bet():
-    _require(CH2, CH2_BET, hint="apt-get install -y mricron-data")
+    require(CH2, CH2_BET, hint="apt-get install -y mricron-data")
     image = read_image(CH2)
     result = extract_brain_from_image(image, method="classical")
     dice = dice_coefficient(result.mask, read_image(CH2_BET).pixels > 0)
@@ -150,14 +134,14 @@ def test_colin27_with_skull_against_ch2bet():
 
 
 def test_tcga_t1c_against_its_brain_mask():
-    _require(TCGA_T1C, TCGA_MASK, hint="the shared data folder ../shared/data/tcga-head")
+    require(TCGA_T1C, TCGA_MASK, hint="the shared data folder ../shared/data/tcga-head")
     result = measure_extraction(TCGA_T1C, TCGA_MASK, method="classical")
     assert result["dice"] >= MEASURED["tcga_fg_6692_t1c_dice"] - MARGIN, result
     assert result["slices"] == 26 and 0.15 < result["brain_fraction"] < 0.3
 
 
 def test_tcga_t1c_one_slice_alone():
-    _require(TCGA_T1C, TCGA_MASK, hint="the shared data folder ../shared/data/tcga-head")
+    require(TCGA_T1C, TCGA_MASK, hint="the shared data folder ../shared/data/tcga-head")
     image = read_image(TCGA_T1C, frames=[13])
     truth = read_image(TCGA_MASK, frames=[13]).pixels > 0
     mask = extract_brain(image.pixels[0], spacing=image.spacing).mask
@@ -189,7 +173,7 @@ def test_deepbet_missing_says_what_to_install(monkeypatch):
 
 @needs_deepbet
 def test_deepbet_on_the_tcga_t1c_and_colin27():
-    _require(TCGA_T1C, TCGA_MASK, hint="the shared data folder ../shared/data/tcga-head")
+    require(TCGA_T1C, TCGA_MASK, hint="the shared data folder ../shared/data/tcga-head")
     result = measure_extraction(TCGA_T1C, TCGA_MASK, method="deepbet")
     assert result["dice"] >= MEASURED["deepbet_tcga_fg_6692_t1c_dice"] - MARGIN, result
     assert read_image(TCGA_T1C).n_slices >= MIN_SLICES_FOR_DEEPBET
@@ -200,7 +184,7 @@ def test_deepbet_on_the_tcga_t1c_and_colin27():
 
 @needs_deepbet
 def test_deepbet_on_one_slice_alone():
-    _require(TCGA_T1C, TCGA_MASK, hint="the shared data folder ../shared/data/tcga-head")
+    require(TCGA_T1C, TCGA_MASK, hint="the shared data folder ../shared/data/tcga-head")
     image = read_image(TCGA_T1C, frames=[13])
     truth = read_image(TCGA_MASK, frames=[13]).pixels > 0
     result = extract_brain_deepbet(image.pixels[0], spacing=image.spacing)

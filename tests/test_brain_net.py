@@ -8,11 +8,10 @@ Real data are skipped when missing, except under CI (``CI=true``), where missing
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
+from _heads import CH2, CH2_BET, MARGIN, TCGA_MASK, TCGA_T1C, require
 
 from ae4ad_core import brain_net, brain_net_training
 from ae4ad_core.brain_extraction import (
@@ -34,13 +33,6 @@ from ae4ad_core.brain_net import (
 from ae4ad_core.errors import DataError
 from ae4ad_core.io import Image, read_image
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-TCGA_T1C = SHARED / "tcga-head" / "TCGA-FG-6692_t1c.nii.gz"
-TCGA_MASK = SHARED / "tcga-head" / "TCGA-FG-6692_t1c_brainmask.nii.gz"
-CH2 = Path("/usr/share/mricron/templates/ch2.nii.gz")
-CH2_BET = Path("/usr/share/mricron/templates/ch2bet.nii.gz")
-MARGIN = 0.01
-
 
 @pytest.fixture(autouse=True)
 def _one_thread():
@@ -50,14 +42,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def _require(*paths: Path, hint: str) -> None:
-    missing = [str(p) for p in paths if not p.is_file()]
-    if missing:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"missing test data {missing}: {hint}")
-        pytest.skip(f"missing test data {missing}: {hint}")
 
 
 def _phantom(n: int = 3, size: int = 160, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -149,13 +133,13 @@ def test_training_uses_the_inference_normalisation(monkeypatch):
 
 
 def test_colin27_against_ch2bet():
-    _require(CH2, CH2_BET, hint="apt-get install -y mricron-data")
+    require(CH2, CH2_BET, hint="apt-get install -y mricron-data")
     result = measure_extraction(CH2, CH2_BET, method="net")
     assert result["dice"] >= MEASURED["net_colin27_ch2_dice"] - MARGIN, result
 
 
 def test_tcga_t1c_against_its_brain_mask():
-    _require(TCGA_T1C, TCGA_MASK, hint="the shared data folder ../shared/data/tcga-head")
+    require(TCGA_T1C, TCGA_MASK, hint="the shared data folder ../shared/data/tcga-head")
     result = measure_extraction(TCGA_T1C, TCGA_MASK, method="net")
     assert result["dice"] >= MEASURED["net_tcga_fg_6692_t1c_dice"] - MARGIN, result
     image = read_image(TCGA_T1C, frames=[13])
