@@ -106,9 +106,9 @@ def prepare_whole_head(
         The detection already made (:func:`ae4ad_core.sequence.detect_sequence` otherwise).
     brain_mask : (N, H, W) bool array, optional
         A brain mask to use instead of extracting one.
-    extraction_method : {"auto", "classical", "deepbet"}
+    extraction_method : {"auto", "net", "classical", "deepbet"}
         See :func:`ae4ad_core.brain_extraction.extract_brain_from_image` (``"auto"``: deepbet when
-        installed, else the classical method).
+        installed, else the classical method; ``"net"``: the shipped U-Net, on request only).
 
     Returns
     -------
