@@ -195,7 +195,8 @@ class _FileSlices:
     """Decodes and preprocesses one file per item; a failure becomes an item with ``error`` set. For a model
     trained on real patients (``card`` given), each scan first goes through the Analyze page's whole-head step
     (:func:`ae4ad_core.standardise.prepare_whole_head`: brain extraction, standardisation inside the brain), so
-    an archive is scored exactly as a single upload is."""
+    an archive is scored exactly as a single upload is; a scan that is not brain MRI (CT, an X-ray, another body
+    part: :func:`ae4ad_core.sequence.detect_sequence`) is not scored, and its row says why."""
 
     def __init__(self, files: list[tuple[Path, str]], preprocessing: PreprocessConfig, card=None) -> None:
         self.files = files
@@ -209,16 +210,23 @@ class _FileSlices:
         path, key = self.files[index]
         t0 = time.perf_counter()
         try:
-            image = read_image(path, name=key, metadata="minimal")  # rows need the pixels only
+            # rows need the pixels only, unless the header must say whether a patient model fits the scan
+            image = read_image(path, name=key, metadata="minimal" if self.card is None else "full")
         except Exception as exc:  # noqa: BLE001 - a bad file is a row, never the end of the run
             return _Item(key, None, format_error(exc), time.perf_counter() - t0, 0.0)
         t1 = time.perf_counter()
         try:
             pixels = image.pixels
             if self.card is not None:
+                from .model_choice import override_warning
+                from .sequence import detect_sequence
                 from .standardise import prepare_whole_head
 
-                pixels = prepare_whole_head(image, self.card)[0]
+                guess = detect_sequence(image)
+                if not guess.is_brain_mr:  # CT, an X-ray, a knee: a brain model's score would mean nothing
+                    return _Item(key, None, f"{key}: not scored: {override_warning(guess, self.card)}", t1 - t0,
+                                 time.perf_counter() - t1)
+                pixels = prepare_whole_head(image, self.card, guess=guess)[0]
             x, _ = prepare_arrays(pixels, self.preprocessing)
         except Exception as exc:  # noqa: BLE001
             return _Item(

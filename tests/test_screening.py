@@ -318,3 +318,19 @@ def test_decoding_processes_keep_freed_memory_on_glibc():
     """The CLI and the decoding workers ask glibc to reuse freed slice buffers instead of unmapping them (the
     page faults of fresh buffers doubled the decoding time on a virtual machine)."""
     assert screening.keep_freed_memory() is True
+
+
+def test_a_patient_model_does_not_score_what_is_not_brain_mri(tmp_path):
+    """Screening with a real-patient (brain MRI) model: a CT slice in the archive gets a row saying plainly that
+    it was not scored and why, as the Analyze page says that no model fits, instead of a meaningless score."""
+    rng = np.random.default_rng(3)
+    ct = np.clip(rng.normal(40, 30, (64, 64)), -1024, 3000).astype(np.int16)
+    ct[:8] = -1000
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "ct.dcm").write_bytes(dicom_bytes(ct, modality="CT", rescale=(1.0, 0.0)))
+    summary = screen(tmp_path / "in", "flair-intensity", out=tmp_path / "r.csv", num_workers=0, progress=False,
+                     device="cpu")
+    rows = read_results(tmp_path / "r.csv")
+    assert summary.n_errors == 1 and rows["slice"].isna().all()
+    error = rows["error"].iloc[0]
+    assert error.startswith("ct.dcm: not scored:") and "CT" in error and "brain MRI" in error
