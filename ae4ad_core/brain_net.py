@@ -23,14 +23,13 @@ inside the functions that need it.
 
 from __future__ import annotations
 
-import functools
+import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from .errors import DataError
 
@@ -167,13 +166,16 @@ def load_brain_net_card(folder: Path | None = None) -> dict:
     return json.loads(path.read_text())
 
 
-@functools.lru_cache(maxsize=2)
-def load_brain_net(folder: str | None = None):
-    """The shipped U-Net in eval mode on the CPU and its :class:`BrainNetConfig` (cached; never mutate).
+_LOADED: dict[bytes, tuple] = {}
 
-    Weights are read with ``safetensors`` (no unpickling).
+
+def load_brain_net(folder: str | None = None):
+    """The U-Net in eval mode on the CPU and its :class:`BrainNetConfig` (shared: never mutate).
+
+    Weights are read with ``safetensors`` (no unpickling). A loaded net is kept per *content* of its card and
+    weights (read and hashed on every call, about 1.5 MB), so retrained weights in the same folder are picked up.
     """
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
     path = Path(folder) if folder else brain_net_dir()
     if not brain_net_available(path):
@@ -181,11 +183,16 @@ def load_brain_net(folder: str | None = None):
             f"The brain extractor weights are missing in {path} (or torch/safetensors is not installed); "
             "reinstall the package or retrain with `python -m ae4ad_core.brain_net_training`."
         )
-    config = BrainNetConfig.from_dict(load_brain_net_card(path)["config"])
-    model = build_brain_net(config)
-    model.load_state_dict(load_file(str(path / WEIGHTS_FILE)))
-    model.eval()
-    return model, config
+    card, weights = (path / CARD_FILE).read_bytes(), (path / WEIGHTS_FILE).read_bytes()
+    key = hashlib.blake2b(card + hashlib.blake2b(weights).digest(), digest_size=16).digest()
+    if key not in _LOADED:
+        config = BrainNetConfig.from_dict(json.loads(card)["config"])
+        model = build_brain_net(config)
+        model.load_state_dict(load(weights))
+        model.eval()
+        _LOADED.clear()  # one brain extractor at a time
+        _LOADED[key] = (model, config)
+    return _LOADED[key]
 
 
 def normalise_slices(slices: np.ndarray) -> np.ndarray:
@@ -260,14 +267,11 @@ def predict_brain_probability(
 
 
 def postprocess_brain_mask(mask: np.ndarray) -> np.ndarray:
-    """Holes filled slice by slice, then the largest connected component (3D across slices) kept."""
-    mask = np.stack([ndi.binary_fill_holes(m) for m in np.asarray(mask, bool)])
-    labels, count = ndi.label(mask)
-    if count > 1:
-        sizes = np.bincount(labels.ravel())
-        sizes[0] = 0
-        mask = labels == int(sizes.argmax())
-    return mask
+    """Holes filled slice by slice, then the largest connected component (3D across slices) kept: the
+    classical method's own steps (:mod:`ae4ad_core.brain_extraction`)."""
+    from .brain_extraction import _fill_slices, _largest_component
+
+    return _largest_component(_fill_slices(np.asarray(mask, bool)))
 
 
 def extract_brain_net(

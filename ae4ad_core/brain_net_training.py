@@ -166,26 +166,33 @@ def load_mni152(source: str | Path | None = None) -> tuple[np.ndarray, np.ndarra
 
 
 def load_brats_brain(folder: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """A BraTS brain as ``(labels, brain mask)`` on a RAS grid: five T1c clusters (1-5), tumour classes 6-9."""
+    """A BraTS brain as ``(labels, brain mask)`` on a RAS grid: five T1c clusters (1-5), tumour classes 6-9.
+
+    The files are found as :func:`ae4ad_core.brats.find_patients` finds them (any BraTS naming); the brain mask
+    is the release's own (BraTS 2013) or the nonzero T1c voxels.
+    """
     import nibabel as nib
 
-    folder = Path(folder)
+    from .brats import _load, find_patients
 
-    def ras(name: str) -> np.ndarray:
-        image = nib.load(str(folder / name))
-        data = np.asarray(image.dataobj, dtype=np.float32)
+    patient = find_patients(folder)[0]
+    if "t1c" not in patient.files:
+        raise DataError(f"{patient.name}: no T1c volume (has {', '.join(patient.sequences)}).")
+
+    def ras(path: Path) -> np.ndarray:
+        data, affine = _load(path)
         return np.asarray(
             nib.orientations.apply_orientation(
-                data,
+                np.asarray(data, dtype=np.float32),
                 nib.orientations.ornt_transform(
-                    nib.io_orientation(image.affine), nib.orientations.axcodes2ornt("RAS")
+                    nib.io_orientation(affine), nib.orientations.axcodes2ornt("RAS")
                 ),
             )
         )
 
-    brain = ndi.binary_fill_holes(ras("brainmask.nii.gz") > 0.5)
-    t1c = ras("T1c_subtrMeanDivStd.nii.gz")
-    tumour = np.rint(ras("OTMultiClass.nii.gz")).astype(int)
+    t1c = ras(patient.files["t1c"])
+    brain = ndi.binary_fill_holes(ras(patient.files["brain"]) > 0.5 if "brain" in patient.files else t1c != 0)
+    tumour = np.rint(ras(patient.files["seg"])).astype(int)
     labels = np.zeros(brain.shape, np.uint8)
     _, clusters = _kmeans_1d(t1c[brain], 5)
     labels[brain] = 1 + clusters

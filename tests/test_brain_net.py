@@ -146,3 +146,18 @@ def test_tcga_t1c_against_its_brain_mask():
     truth = read_image(TCGA_MASK, frames=[13]).pixels > 0
     mask = extract_brain_net(image.pixels[0], spacing=image.spacing).mask
     assert dice_coefficient(mask, truth) >= MEASURED["net_tcga_fg_6692_t1c_slice13_2d_dice"] - MARGIN
+
+
+def test_the_loaded_net_is_kept_by_content(tmp_path):
+    """Same files: the same loaded net. Changed files in the same folder (a retrained net): loaded anew."""
+    import shutil
+
+    folder = tmp_path / "extractor"
+    shutil.copytree(brain_net_dir(), folder)
+    first = load_brain_net(str(folder))
+    assert load_brain_net(str(folder))[0] is first[0]
+    card = json.loads((folder / CARD_FILE).read_text())
+    card["config"]["threshold"] = 0.25
+    (folder / CARD_FILE).write_text(json.dumps(card))
+    again = load_brain_net(str(folder))
+    assert again[0] is not first[0] and again[1].threshold == 0.25
