@@ -222,11 +222,13 @@ def _resize(image: np.ndarray, size: int) -> np.ndarray:
     return _antialias_weights(h, size) @ image @ _antialias_weights(w, size).T
 
 
-def _foreground_box(unit: np.ndarray, config: PreprocessConfig) -> tuple[int, int, int, int]:
-    h, w = unit.shape
+def _foreground_box(scaled: np.ndarray, config: PreprocessConfig) -> tuple[int, int, int, int]:
+    """The crop box (top, left, height, width) of a slice scaled to [-1, 1]: the whole slice unless
+    ``config.crop_foreground``."""
+    h, w = scaled.shape
     if not config.crop_foreground:
         return 0, 0, h, w
-    fg = unit > config.foreground_threshold
+    fg = (scaled + 1) / 2 > config.foreground_threshold
     rows, cols = np.flatnonzero(fg.any(axis=1)), np.flatnonzero(fg.any(axis=0))
     if rows.size == 0:
         return 0, 0, h, w
@@ -260,7 +262,7 @@ def prepare_arrays(slices, config: PreprocessConfig) -> tuple[np.ndarray, list[S
         if image.ndim != 2:
             raise ValueError(f"Expected a 2D slice, got shape {tuple(image.shape)}.")
         scaled = scale_intensity(image[None], config)[0]
-        top, left, h, w = _foreground_box((scaled + 1) / 2, config)
+        top, left, h, w = _foreground_box(scaled, config)
         side = max(h, w)
         if (top, left, h, w) == (0, 0, side, side):
             padded = scaled
