@@ -138,10 +138,11 @@ _UPLOAD_HEADING_SHOWN = """(name) => [...document.querySelectorAll('h1, h2, h3')
 
 
 def upload_heading(paths: list[Path]) -> str:
-    """The heading the Analyze page gives an upload: the file's name, or for the files of one series (no
-    folder names come from a browser) the first file's name and how many more (as ``io.dicom_series``
-    names a series)."""
-    return paths[0].name if len(paths) == 1 else f"{paths[0].name} (+{len(paths) - 1} files)"
+    """The heading the Analyze page gives an upload: the name the reader gives the uploaded files (no folder
+    names come from a browser), i.e. the file's name, or for one series its first file's and how many more."""
+    from ae4ad_core.io.dicom_series import _series_name
+
+    return _series_name([path.name for path in paths])
 
 
 def time_upload(server, paths: list[Path]) -> tuple[float, float, float]:
@@ -166,9 +167,10 @@ def time_upload(server, paths: list[Path]) -> tuple[float, float, float]:
 
 
 def distinct_copies(path: Path, n: int, folder: Path) -> list[Path]:
-    """``n`` copies of a DICOM or NIfTI file under the same name, each with one pixel changed: the same
-    picture, but new content for every cache (reading, scoring, the charts), as a clinic's next patient would
-    be."""
+    """``n`` copies of a DICOM or NIfTI file under the same name, each with its last pixel changed: the same
+    picture, but new content for the reading and scoring caches, as a clinic's next patient would be. The
+    changed pixel is a corner, outside the brain, so the score and hence the charts drawn after the verdict
+    (cached by score) usually stay as they were."""
     copies = []
     for k in range(n):
         (folder / f"copy{k}").mkdir(parents=True, exist_ok=True)
