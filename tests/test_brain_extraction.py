@@ -192,3 +192,36 @@ def test_deepbet_on_one_slice_alone():
     assert (
         dice_coefficient(result.mask, truth) >= MEASURED["deepbet_tcga_fg_6692_t1c_slice13_2d_dice"] - MARGIN
     )
+
+
+def test_filling_a_stack_at_once_matches_filling_each_slice():
+    """One labelling of the stack's background gives each slice's ``binary_fill_holes``, holes touching no
+    edge, rings, nested rings and empty slices included."""
+    from scipy import ndimage as ndi
+
+    from ae4ad_core.brain_extraction import _fill_slices
+
+    rng = np.random.default_rng(4)
+    masks = ndi.binary_opening(rng.random((12, 40, 33)) > 0.45, structure=np.ones((1, 2, 2)))
+    masks[3] = False
+    masks[4] = True
+    yy, xx = np.mgrid[:40, :33]
+    r = np.hypot(yy - 20, xx - 16)
+    masks[5] = ((r > 4) & (r < 6)) | ((r > 10) & (r < 12))
+    expected = np.stack([ndi.binary_fill_holes(m) for m in masks])
+    assert np.array_equal(_fill_slices(masks), expected)
+    assert _fill_slices(masks)[5, 20, 16] and _fill_slices(masks)[5, 20, 24]
+
+
+def test_hulls_inside_each_slices_box_match_the_whole_slice_hulls():
+    from skimage.morphology import convex_hull_image
+
+    from ae4ad_core.brain_extraction import _convex_hulls
+
+    rng = np.random.default_rng(5)
+    masks = np.zeros((6, 50, 45), bool)
+    for k in range(1, 6):
+        masks[k][tuple(rng.integers([5, 3], [45, 40], size=(2 * k + 1, 2)).T)] = True
+    masks[5, 0, 0] = masks[5, 49, 44] = True  # a hull reaching the slice's corners
+    expected = np.stack([convex_hull_image(m) if m.any() else m for m in masks])
+    assert np.array_equal(_convex_hulls(masks), expected)
