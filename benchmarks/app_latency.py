@@ -3,8 +3,8 @@
 Starts ``streamlit run app.py`` on a free port, loads every model of the registry once (the zoo), then, for
 each input, opens a fresh browser session, uploads the file through the real ``input[type=file]`` and times
 until the verdict sentence is visible. Prints JSON: median and all timings per input, the server's peak RSS
-(VmHWM from /proc) and whether the targets (<= 2 s per file, <= 1.5 s per whole-head DICOM series, <= 1.5 GB)
-are met.
+(VmHWM from /proc) and whether the targets are met: each input's median (``target_s``: 1 s for one DICOM slice,
+1.5 s for a whole-head DICOM series, 2 s for any other file) and the peak memory (1.5 GB).
 
     python benchmarks/app_latency.py [--runs 5] [--home DIR] [--file PATH ...] [--series NIFTI ...]
                                      [--same]
@@ -50,6 +50,7 @@ from browser_utils import (  # noqa: E402
 
 VERDICT = "percentile of normal validation images"
 TARGET_SECONDS = 2.0
+TARGET_DICOM_SLICE_SECONDS = 1.0
 TARGET_SERIES_SECONDS = 1.5
 TARGET_BYTES = 1.5 * 1024**3
 
@@ -202,6 +203,20 @@ def series_uploads(nifti: Path, n: int, folder: Path, *, distinct: bool) -> list
     return made if distinct else made * n
 
 
+def target_for(name: str, files: list[Path], series_names: list[str]) -> float:
+    """The median each input must reach: a whole-head DICOM series 1.5 s, one single-frame DICOM slice 1 s,
+    any other file 2 s."""
+    if name in series_names:
+        return TARGET_SERIES_SECONDS
+    if len(files) == 1 and not files[0].name.endswith((".nii", ".nii.gz")):
+        import pydicom
+
+        dataset = pydicom.dcmread(files[0], stop_before_pixels=True, force=True)
+        if "SOPClassUID" in dataset and int(dataset.get("NumberOfFrames", 1) or 1) == 1:
+            return TARGET_DICOM_SLICE_SECONDS
+    return TARGET_SECONDS
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="uploads per input (median reported)")
@@ -273,14 +288,13 @@ def main(argv: list[str] | None = None) -> int:
                 runs = [time_upload(server, upload) for upload in uploads]
                 times, cpu, heading = [r[0] for r in runs], [r[1] for r in runs], [r[2] for r in runs]
                 results[name] = {
+                    "target_s": target_for(name, uploads[0], series_names),
                     "median_s": round(statistics.median(times), 3),
                     "all_s": [round(t, 3) for t in times],
                     "heading_median_s": round(statistics.median(heading), 3),
                     "server_cpu_s_median": round(statistics.median(cpu), 3),
                 }
             peak = peak_rss_bytes(server.pid)
-    worst = max(r["median_s"] for name, r in results.items() if name not in series_names) if files else 0.0
-    worst_series = max((results[name]["median_s"] for name in series_names), default=0.0)
     report = {
         "benchmark": "upload to verdict visible (Analyze page, real chromium)",
         "runs_per_input": args.runs,
@@ -294,12 +308,12 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_1min": {"start": round(load_start, 2), "end": round(os.getloadavg()[0], 2)},
         "targets": {
             "latency_s": TARGET_SECONDS,
+            "dicom_slice_latency_s": TARGET_DICOM_SLICE_SECONDS,
             "series_latency_s": TARGET_SERIES_SECONDS,
             "peak_rss_mb": TARGET_BYTES / 2**20,
         },
-        "meets_targets": worst <= TARGET_SECONDS
-        and worst_series <= TARGET_SERIES_SECONDS
-        and (peak is None or peak <= TARGET_BYTES),
+        "meets_latency_targets": all(r["median_s"] <= r["target_s"] for r in results.values()),
+        "meets_memory_target": peak is None or peak <= TARGET_BYTES,
     }
     print(json.dumps(report, indent=1))
     return 0
