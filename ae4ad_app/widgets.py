@@ -14,6 +14,7 @@ import streamlit as st
 
 from ae4ad_core.analysis import calibration_of
 from ae4ad_core.archive import expand_uploads
+from ae4ad_core.cards import registry_digest
 from ae4ad_core.content_hash import content_digest, named_digests_key
 from ae4ad_core.demo_cases import DemoCase, all_demo_cases
 from ae4ad_core.explanations import MODE_HELP, MODE_LABELS
@@ -67,15 +68,15 @@ class ModelChoice:
         return self.card.name
 
 
-@st.cache_resource(ttl=20, show_spinner=False)  # cards are frozen and read-only: no copy per rerun
-def _cards(user_models: str) -> list[ModelCard]:
+@st.cache_resource(max_entries=4, show_spinner=False)  # cards are frozen and read-only: no copy per rerun
+def _cards(user_models: str, digest: str) -> list[ModelCard]:
     return list_models()
 
 
 def get_cards() -> list[ModelCard]:
-    """The registry's cards (shipped zoo and user models), re-listed at most every 20 s and whenever the user
-    models folder (``AE4AD_HOME``) changes."""
-    return _cards(str(user_models_dir()))
+    """The registry's cards (shipped zoo and user models), parsed again only when a card's content, the set of
+    models or the user models folder (``AE4AD_HOME``) changed (:func:`ae4ad_core.cards.registry_digest`)."""
+    return _cards(str(user_models_dir()), registry_digest())
 
 
 def get_model(name: str) -> LoadedModel:

@@ -9,7 +9,7 @@ import sys
 import pytest
 from pydicom.data import get_testdata_file
 
-from ae4ad_core.cards import list_card_summaries, read_card_summary
+from ae4ad_core.cards import list_card_summaries, read_card_summary, registry_digest
 from ae4ad_core.errors import ModelCardError
 from ae4ad_core.registry import list_models
 
@@ -70,6 +70,33 @@ def test_card_summaries_are_kept_by_content(tiny_models_root, tmp_path):
     os.utime(card, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert card.stat().st_size == stat.st_size
     assert read_card_summary(folder).description == first.description[::-1]
+
+
+def test_registry_digest_follows_card_content_and_the_set_of_models(tiny_models_root, tmp_path):
+    """The Analyze page's cards are cached under this digest: it must change with any card's content (even at
+    the same size and modification time) and with a model added or removed, and only then."""
+    import os
+    import shutil
+
+    root = tmp_path / "models"
+    shutil.copytree(tiny_models_root, root)
+    first = registry_digest([root])
+    assert registry_digest([root]) == first
+    folder = next(p for p in sorted(root.iterdir()) if (p / "card.json").is_file())
+    card = folder / "card.json"
+    stat, text = card.stat(), card.read_text()
+    name = json.loads(text)["name"]
+    card.write_text(text.replace(f'"{name}"', f'"{name[::-1]}"', 1))
+    os.utime(card, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert card.stat().st_size == stat.st_size
+    edited = registry_digest([root])
+    assert edited != first
+    card.write_text(text)
+    assert registry_digest([root]) == first
+    shutil.copytree(folder, root / "copy-of-a-model")
+    assert registry_digest([root]) not in (first, edited)
+    shutil.rmtree(root / "copy-of-a-model")
+    assert registry_digest([root]) == first
 
 
 def test_card_summary_refuses_a_broken_card(tmp_path):
