@@ -280,15 +280,54 @@ def _fill_slices(mask: np.ndarray) -> np.ndarray:
 
 
 def _convex_hulls(mask: np.ndarray) -> np.ndarray:
-    """Each slice's convex hull (``skimage.morphology.convex_hull_image``), computed inside the slice's own
-    bounding box, where the hull lies: the same pixels for a fraction of the polygon test's cost."""
-    from skimage.morphology import convex_hull_image
+    """Each slice's convex hull: the pixels inside or on the smallest convex polygon around the slice's
+    pixels, each pixel taken as the diamond of its four edge midpoints (the hull of
+    ``skimage.morphology.convex_hull_image``, same pixels).
+
+    The polygon is scipy's ``ConvexHull`` of the diamonds of each row's first and last pixel (the other pixels'
+    diamonds lie between those). In doubled coordinates its vertices are integers, so whether a pixel centre is
+    on the inner side of an edge is an integer comparison, and each row of the hull is the run of columns that
+    every edge allows: exact, and a tenth of the cost of testing every pixel of the box against the polygon."""
+    from scipy.spatial import ConvexHull
 
     hulls = np.zeros_like(mask, dtype=bool)
+    columns = np.arange(mask.shape[2])
     for k, m in enumerate(mask):
-        box = ndi.find_objects(m.astype(np.uint8))
-        if box and box[0] is not None:
-            hulls[k][box[0]] = convex_hull_image(m[box[0]])
+        rows = np.flatnonzero(m.any(axis=1))
+        if not rows.size:
+            continue
+        first = m[rows].argmax(axis=1)
+        last = m.shape[1] - 1 - m[rows, ::-1].argmax(axis=1)
+        r2 = np.repeat(2 * rows, 2)
+        c2 = 2 * np.stack([first, last], axis=1).ravel()
+        diamonds = np.concatenate(
+            [
+                np.stack([r2 - 1, c2], axis=1),
+                np.stack([r2 + 1, c2], axis=1),
+                np.stack([r2, c2 - 1], axis=1),
+                np.stack([r2, c2 + 1], axis=1),
+            ]
+        )
+        diamonds = np.unique(diamonds, axis=0)
+        corners = diamonds[ConvexHull(diamonds).vertices].astype(np.int64)  # (row, col), doubled
+        ends = np.roll(corners, -1, axis=0)
+        d_row, d_col = (ends - corners).T
+        if (d_row * np.roll(d_col, -1) - d_col * np.roll(d_row, -1)).sum() < 0:  # make the inside the left
+            corners, ends = ends[::-1], corners[::-1]
+            d_row, d_col = (ends - corners).T
+        # A pixel (r, c) is inside when, for every edge, d_row * (2c - col0) - d_col * (2r - row0) >= 0.
+        lines = np.arange(rows[0], rows[-1] + 1)
+        bound = d_row[:, None] * corners[:, 1:2] + d_col[:, None] * (2 * lines[None, :] - corners[:, :1])
+        up, down, flat = d_row > 0, d_row < 0, d_row == 0
+        low = np.full(lines.size, -1, dtype=np.int64)  # columns >= low ...
+        high = np.full(lines.size, m.shape[1], dtype=np.int64)  # ... and <= high
+        if up.any():
+            low = np.maximum(low, (-((-bound[up]) // (2 * d_row[up, None]))).max(axis=0))
+        if down.any():
+            high = np.minimum(high, (bound[down] // (2 * d_row[down, None])).min(axis=0))
+        if flat.any():
+            high[(bound[flat] > 0).any(axis=0)] = -1
+        hulls[k, lines] = (columns[None, :] >= low[:, None]) & (columns[None, :] <= high[:, None])
     return hulls
 
 

@@ -213,15 +213,31 @@ def test_filling_a_stack_at_once_matches_filling_each_slice():
     assert _fill_slices(masks)[5, 20, 16] and _fill_slices(masks)[5, 20, 24]
 
 
-def test_hulls_inside_each_slices_box_match_the_whole_slice_hulls():
+def test_hulls_match_skimage_convex_hull_image():
+    """The row-run hulls are the pixels of ``convex_hull_image``: scattered points, blobs, lines, one pixel,
+    shapes touching the slice's edges and corners, empty slices."""
+    from scipy import ndimage as ndi
     from skimage.morphology import convex_hull_image
 
     from ae4ad_core.brain_extraction import _convex_hulls
 
     rng = np.random.default_rng(5)
-    masks = np.zeros((6, 50, 45), bool)
-    for k in range(1, 6):
-        masks[k][tuple(rng.integers([5, 3], [45, 40], size=(2 * k + 1, 2)).T)] = True
+    masks = np.zeros((60, 50, 45), bool)
+    for k in range(1, 60):
+        kind = k % 5
+        if kind == 0:
+            masks[k][tuple(rng.integers([0, 0], [50, 45], size=(k % 9 + 1, 2)).T)] = True
+        elif kind == 1:
+            masks[k] = ndi.binary_opening(rng.random((50, 45)) > 0.7 + 0.005 * k)
+        elif kind == 2:
+            masks[k, rng.integers(50), rng.integers(3, 40) :] = True  # a line to the edge
+        elif kind == 3:
+            masks[k, rng.integers(50), rng.integers(45)] = True  # one pixel
+        else:
+            yy, xx = np.mgrid[:50, :45]
+            masks[k] = ((yy - rng.integers(50)) / rng.uniform(3, 30)) ** 2 + (
+                (xx - rng.integers(45)) / rng.uniform(3, 30)
+            ) ** 2 < 1
     masks[5, 0, 0] = masks[5, 49, 44] = True  # a hull reaching the slice's corners
     expected = np.stack([convex_hull_image(m) if m.any() else m for m in masks])
     assert np.array_equal(_convex_hulls(masks), expected)
