@@ -359,9 +359,11 @@ def build_real_asset(
     return out
 
 
-def load_real_slices(path: Path | str, sequence: str = "flair") -> list[PatientSlices]:
+def load_real_slices(
+    path: Path | str, sequence: str = "flair", *, patients: Sequence[str] | None = None
+) -> list[PatientSlices]:
     """The patients of a :func:`build_real_asset` file for ``sequence`` (standardised intensities restored with
-    :func:`dequantise_z`).
+    :func:`dequantise_z`); with ``patients``, only those of them the file holds (the others are not decoded).
 
     Raises
     ------
@@ -376,7 +378,10 @@ def load_real_slices(path: Path | str, sequence: str = "flair") -> list[PatientS
         info = json.loads(str(archive["info_json"]))
         look_up_option(sequence, info["sequences"], what="sequence")
         out = []
+        wanted = None if patients is None else set(patients)
         for name in info["patients"]:
+            if wanted is not None and name not in wanted:
+                continue
             key = f"{sequence}/{name}"
             images = dequantise_z(archive[f"{key}/images"])
             width = images.shape[-1]

@@ -113,7 +113,7 @@ def demo_cases(dataset=None, *, n_normal: int = 3, n_lesion: int = 5) -> list[De
         central = normal_idx[area >= np.median(area)]
         picks = central[np.linspace(0, len(central) - 1, min(n_normal, len(central))).astype(int)]
         for j, i in enumerate(dict.fromkeys(picks.tolist()), start=1):
-            cases.append(DemoCase(f"normal-{i}", f"Normal {j}", images[i][None], None, None))
+            cases.append(DemoCase(f"normal-{i}", f"Normal {j}", images[i][None].copy(), None, None))
     lesion_idx = np.flatnonzero(labels == 1)
     if len(lesion_idx):
         area = (
@@ -133,7 +133,7 @@ def demo_cases(dataset=None, *, n_normal: int = 3, n_lesion: int = 5) -> list[De
             mask = np.asarray(masks[i]) > 0 if masks is not None else None
             kind = kinds[i] or "lesion"
             level = f" ({difficulty[i]})" if difficulty is not None and str(difficulty[i]) else ""
-            cases.append(DemoCase(f"lesion-{i}", f"Lesion {j}: {kind}{level}", images[i][None], mask, kind))
+            cases.append(DemoCase(f"lesion-{i}", f"Lesion {j}: {kind}{level}", images[i][None].copy(), mask, kind))
     return cases
 
 
@@ -151,7 +151,8 @@ def _spread_picks(order: np.ndarray, position: np.ndarray, n: int, gap: float) -
 
 
 def _pixels_out(image: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(image, dtype=np.float32)[None]
+    """A case's own ``(1, H, W)`` float32 copy of one slice (a view would keep the patient's whole volume)."""
+    return np.array(image[None], dtype=np.float32)
 
 
 def real_demo_cases(
@@ -186,9 +187,10 @@ def real_demo_cases(
     path = assets_dir() / "real" / "brats2013.npz" if path is None else path
     cases: list[DemoCase] = []
     for seq in sequences:
-        by_name = {p.patient: p for p in load_real_slices(path, seq)}
+        by_name = {p.patient: p for p in load_real_slices(path, seq, patients=(patient,))}
         if patient not in by_name:
-            raise DataError(f"{path}: no patient {patient!r} (has {', '.join(by_name)}).")
+            held = ", ".join(p.patient for p in load_real_slices(path, seq))
+            raise DataError(f"{path}: no patient {patient!r} (has {held}).")
         p = by_name[patient]
         word = _SEQUENCE_WORDS.get(seq, seq.upper())
         short = patient.replace("brats_2013_", "").replace("_1", "")

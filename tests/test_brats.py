@@ -146,6 +146,9 @@ def test_real_asset_round_trip(tmp_path):
     assert np.max(np.abs(loaded.images - np.clip(direct.images, -3.5, 5.5))) < 0.02
     with pytest.raises(ValueError, match="sequence"):
         load_real_slices(path, "t2")
+    one = load_real_slices(path, "t1c", patients=[loaded.patient, "nobody"])
+    assert [p.patient for p in one] == [loaded.patient]
+    assert np.array_equal(one[0].images, loaded.images) and np.array_equal(one[0].tumour, loaded.tumour)
 
 
 def test_the_four_brats_patients_and_the_shipped_asset_rebuild(shared_data, tmp_path):

@@ -24,6 +24,7 @@ def test_demo_cases_pick_normals_and_one_lesion_per_kind_first():
     )
     cases = demo_cases(SimpleNamespace(test=test), n_normal=3, n_lesion=3)
     assert [c.label for c in cases[:3]] == ["Normal 1", "Normal 2", "Normal 3"]
+    assert all(c.pixels.base is None for c in cases)  # own copies, not views of the whole split
     assert all(
         c.is_normal and c.pixels.shape == (1, 8, 8) and c.pixels.dtype == np.float32 for c in cases[:3]
     )
@@ -63,6 +64,7 @@ def test_real_demo_cases_come_from_the_held_out_patient_with_outline_and_licence
             assert c.pixels.shape == (1, 240, 240) and c.pixels.dtype == np.float32
             assert c.pixels.min() == pytest.approx(-3.5) and c.pixels.max() <= 5.5  # standardised z
             assert c.window == REAL_CASE_WINDOW and "expert outline" in c.truth_label
+            assert c.pixels.base is None  # its own copy: a view would keep the patient's volume in memory
         assert all(c.label.endswith(": glioma") for c in tumours)
         assert all(c.label.endswith(": no tumour") for c in normals)
     # The same slices in both sequences (one patient, co-registered), FLAIR first.
