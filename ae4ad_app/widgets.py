@@ -20,6 +20,7 @@ from ae4ad_core.demo_cases import DemoCase, all_demo_cases
 from ae4ad_core.explanations import MODE_HELP, MODE_LABELS
 from ae4ad_core.io import Image, read_images
 from ae4ad_core.model_summary import card_summary, default_model_name
+from ae4ad_core.read_only import freeze_arrays
 from ae4ad_core.registry import (
     LoadedModel,
     ModelCard,
@@ -89,10 +90,11 @@ def model_stamp(name: str) -> float:
     return (find_model_dir(name) / "card.json").stat().st_mtime
 
 
-@st.cache_data(show_spinner="Loading demo cases…")
+@st.cache_resource(show_spinner="Loading demo cases…")
 def get_demo_cases() -> list[DemoCase]:
-    """Real-patient cases first, then the template-brain cases (:func:`~ae4ad_core.demo_cases.all_demo_cases`)."""
-    return all_demo_cases()
+    """Real-patient cases first, then the template-brain cases (:func:`~ae4ad_core.demo_cases.all_demo_cases`);
+    one read-only set shared by every session."""
+    return freeze_arrays(all_demo_cases())
 
 
 def demo_case_key(case: DemoCase) -> str:
@@ -111,11 +113,12 @@ def upload_key(files: Sequence) -> str:
     return named_digests_key((f.name, digests[f.file_id]) for f in files)
 
 
-@st.cache_data(max_entries=4, ttl=3600, show_spinner="Reading files…")
+@st.cache_resource(max_entries=4, ttl=3600, show_spinner="Reading files…")
 def _read(key: str, _files: list[tuple[str, bytes]]):
+    """The decoded upload, once per content, shared read-only (no copy per session or rerun)."""
     files, zip_errors = expand_uploads(_files)
     images, errors = read_images(files)
-    return images, zip_errors + errors
+    return freeze_arrays(images), zip_errors + errors
 
 
 def read_or_stop(key: str, files: list[tuple[str, bytes]]) -> list[Image]:

@@ -292,7 +292,10 @@ def restore_map(values: np.ndarray | torch.Tensor, geometry: SliceGeometry, *, f
     import torch
     import torch.nn.functional as F
 
-    t = torch.as_tensor(values, dtype=torch.float32).detach().cpu()
+    if torch.is_tensor(values):
+        t = values.detach().to("cpu", torch.float32)
+    else:  # a copy: the map may be a read-only array shared between callers (torch wants writable memory)
+        t = torch.from_numpy(np.array(values, dtype=np.float32))
     up = F.interpolate(t[None, None], size=(geometry.side, geometry.side), mode="bilinear",
                        align_corners=False)[0, 0]
     top, left, h, w = geometry.crop

@@ -41,13 +41,15 @@ from ae4ad_core.io import Image
 from ae4ad_core.model_choice import choose_model
 from ae4ad_core.model_choice import is_patient_model as card_is_patient_model
 from ae4ad_core.plotting import figure_to_png, latent_scatter_figure, score_histogram_figure, spectrum_figure
+from ae4ad_core.read_only import freeze_arrays
 from ae4ad_core.sequence import SequenceGuess, detect_sequence
 
 
-@st.cache_data(max_entries=32, show_spinner="Finding the brain and scoring…")
+@st.cache_resource(max_entries=16, show_spinner="Finding the brain and scoring…")
 def run_analysis(key: str, model_name: str, stamp: float, mode: str, _image, _guess):
-    """Brain extraction, standardisation and scoring, once per (input content, model, mode)."""
-    return analyze_image(_image, get_model(model_name), cards=get_cards(), mode=mode, guess=_guess)
+    """Brain extraction, standardisation and scoring, once per (input content, model, mode); the result is
+    shared read-only by every session (no pickled copy kept, none unpickled on a rerun)."""
+    return freeze_arrays(analyze_image(_image, get_model(model_name), cards=get_cards(), mode=mode, guess=_guess))
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
