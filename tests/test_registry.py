@@ -234,3 +234,4 @@ def test_shared_models_are_loaded_once_and_reloaded_when_replaced(root):
     os.utime(folder / CARD_FILE, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # the model was replaced
     again = load_shared_model(folder, device="cpu")
     assert again is not first and again.card.name == first.card.name
+    assert first.model is None and first.inference is not None  # scoring needs the inference copy only
