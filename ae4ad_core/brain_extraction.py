@@ -52,7 +52,8 @@ Colin27 ``ch2``, 1 mm (``ch2bet`` > 0)              classical 0.959   classical 
                                                    deepbet 0.936     deepbet 48-70 (5-8 s/volume)
                                                    net 0.823         net 27
 Colin27 ``ch2`` (``ch2better`` > 0, 0.5 mm, put    classical 0.930   classical 40
-on the 1 mm grid by its affine, nearest voxel)     net 0.794         net 28
+on the 1 mm grid by its affine, nearest voxel)     deepbet 0.908     deepbet (as above)
+                                                   net 0.794         net 28
 TCGA-FG-6692 T1c, 5.5 mm (its brain mask)          classical 0.880   classical 14
                                                    deepbet 0.971     deepbet 171-235 (4-5 s/volume)
                                                    net 0.844         net 18
@@ -131,6 +132,7 @@ METHOD = (
 
 MEASURED: dict = {
     "deepbet_colin27_ch2_dice": 0.9358,
+    "deepbet_colin27_ch2better_dice": 0.9084,
     "deepbet_tcga_fg_6692_t1c_dice": 0.9709,
     "deepbet_tcga_fg_6692_t1c_slice13_2d_dice": 0.978,
     "net_colin27_ch2_dice": 0.8226,
