@@ -21,8 +21,8 @@ Distances are in millimetres from the pixel spacing; volumes whose slices are th
 :data:`THIN_SLICE_MM` are eroded and dilated slice by slice (a 5 mm step is too coarse for a 3D structuring
 element) while the component search stays 3D. Morphology uses Euclidean distance transforms, so the cost is
 linear in the number of voxels; everything after step 1 runs inside the head's bounding box (grown by the
-closing distance), holes are filled with one labelling of the whole stack, and each convex hull is computed in
-its slice's own box: the same masks, voxel for voxel, as on the whole grid, at about half the cost.
+closing distance), holes are filled with one labelling of the whole stack, and each slice's convex hull is
+filled row by row from integer edge tests: the same masks, voxel for voxel, as before, at about half the cost.
 
 Packages checked for a model shipped inside the wheel (2026-12, ``pip download --no-deps`` and the wheel's
 file list): **deepbet** 1.0.2 (MIT; Fisch et al., Comput Biol Med 2024) ships two 8.7 MB TorchScript 3D U-Nets
