@@ -43,18 +43,18 @@ test head was used to train it or to choose any setting.
 Measured (``OMP_NUM_THREADS=1 python -m ae4ad_core.brain_extraction IMAGE MASK [METHOD]``, one thread; the
 deepbet rows while a training job kept both cores of the machine busy, load average 4-9, so their times
 overstate an idle machine; the net rows at load average 1; the classical volume rows after the box-cropping
-above, at load average 4, with unchanged masks):
+above, with unchanged masks, idle (load 0.5) and at load average 4):
 
 =================================================  ================  ==========================
 Volume (reference mask)                            Dice              ms per 256 x 256 slice
 =================================================  ================  ==========================
-Colin27 ``ch2``, 1 mm (``ch2bet`` > 0)              classical 0.959   classical 40
+Colin27 ``ch2``, 1 mm (``ch2bet`` > 0)              classical 0.959   classical 37-40
                                                    deepbet 0.936     deepbet 48-70 (5-8 s/volume)
                                                    net 0.823         net 27
-Colin27 ``ch2`` (``ch2better`` > 0, 0.5 mm, put    classical 0.930   classical 40
+Colin27 ``ch2`` (``ch2better`` > 0, 0.5 mm, put    classical 0.930   classical 37-40
 on the 1 mm grid by its affine, nearest voxel)     deepbet 0.908     deepbet (as above)
                                                    net 0.794         net 28
-TCGA-FG-6692 T1c, 5.5 mm (its brain mask)          classical 0.880   classical 14
+TCGA-FG-6692 T1c, 5.5 mm (its brain mask)          classical 0.880   classical 12-14
                                                    deepbet 0.971     deepbet 171-235 (4-5 s/volume)
                                                    net 0.844         net 18
 TCGA-FG-6692 T1c, slice 13 alone (2D input)        classical 0.759   classical 29-46
@@ -146,15 +146,15 @@ MEASURED: dict = {
     "tcga_fg_6692_t1c_dice": 0.8796,
     "tcga_fg_6692_t1c_slice13_2d_dice": 0.759,
     "ms_per_256_slice": {
-        "colin27_3d": (40, 40),
-        "tcga_slices": (14, 14),
+        "colin27_3d": (37, 40),
+        "tcga_slices": (12, 14),
         "single_slice_2d": (29, 46),
         "deepbet_colin27": (48, 70),
         "deepbet_tcga": (171, 235),
         "net_colin27": (27, 28),
         "net_tcga": (18, 18),
         "net_single_slice_2d": (52, 52),
-        "classical_colin27_idle": (40, 40),
+        "classical_colin27_idle": (37, 37),
     },
     "load_average": (4, 9),
     "command": "OMP_NUM_THREADS=1 python -m ae4ad_core.brain_extraction IMAGE REFERENCE_MASK [METHOD]",
