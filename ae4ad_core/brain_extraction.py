@@ -110,6 +110,7 @@ __all__ = [
     "BrainMask",
     "extract_brain",
     "extract_brain_from_image",
+    "head_stack",
     "extract_brain_deepbet",
     "deepbet_available",
     "MIN_SLICES_FOR_DEEPBET",
@@ -342,6 +343,26 @@ def _head_box(head: np.ndarray, margins: tuple[int, int, int]) -> tuple[slice, s
     )
 
 
+def head_stack(volume) -> np.ndarray:
+    """A whole-head input as the ``(N, H, W)`` float32 stack an extractor works on: one ``(H, W)`` slice
+    becomes ``(1, H, W)``, NaN and infinities become 0.
+
+    Raises
+    ------
+    DataError
+        If the input is not 2D/3D or is constant (no head to find a brain in).
+    """
+    v = np.asarray(volume, dtype=np.float32)
+    if v.ndim == 2:
+        v = v[None]
+    if v.ndim != 3 or min(v.shape) < 1:
+        raise DataError(f"Brain extraction needs an (H, W) slice or (N, H, W) volume, got shape {v.shape}.")
+    v = np.nan_to_num(v, nan=0.0, posinf=0.0, neginf=0.0)
+    if float(v.max()) <= float(v.min()):
+        raise DataError("The image is constant: there is no head to find a brain in.")
+    return v
+
+
 def _otsu(values: np.ndarray) -> float:
     from skimage.filters import threshold_otsu
 
@@ -397,14 +418,7 @@ def extract_brain(
         If the input is not 2D/3D, is constant or holds no head.
     """
     t0 = time.perf_counter()
-    v = np.asarray(volume, dtype=np.float32)
-    if v.ndim == 2:
-        v = v[None]
-    if v.ndim != 3 or min(v.shape) < 1:
-        raise DataError(f"Brain extraction needs an (H, W) slice or (N, H, W) volume, got shape {v.shape}.")
-    v = np.nan_to_num(v, nan=0.0, posinf=0.0, neginf=0.0)
-    if float(v.max()) <= float(v.min()):
-        raise DataError("The image is constant: there is no head to find a brain in.")
+    v = head_stack(volume)
     sp = tuple(float(s) for s in (spacing or (1.0, 1.0)))
     thick = float(slice_thickness) if slice_thickness else None
     thin = v.shape[0] > 1 and thick is not None and thick <= THIN_SLICE_MM

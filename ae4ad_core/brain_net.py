@@ -292,16 +292,10 @@ def extract_brain_net(
     DataError
         If the weights are missing or the input is not 2D/3D or is constant.
     """
-    from .brain_extraction import BrainMask
+    from .brain_extraction import BrainMask, head_stack
 
     t0 = time.perf_counter()
-    v = np.asarray(volume, dtype=np.float32)
-    v = v[None] if v.ndim == 2 else v
-    if v.ndim != 3 or min(v.shape) < 1:
-        raise DataError(f"Brain extraction needs an (H, W) slice or (N, H, W) volume, got shape {v.shape}.")
-    finite = np.nan_to_num(v)
-    if float(finite.max()) <= float(finite.min()):
-        raise DataError("The image is constant: there is no head to find a brain in.")
+    v = head_stack(volume)
     model, config = load_brain_net(folder)
     prob = predict_brain_probability(v, model, config)
     mask = postprocess_brain_mask(prob > config.threshold)
