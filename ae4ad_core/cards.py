@@ -74,12 +74,7 @@ def read_card_summary(folder: Path | str) -> CardSummary:
 
     folder = Path(folder)
     source = f"{folder.name}/{CARD_FILE}"
-    try:
-        raw = (folder / CARD_FILE).read_bytes()
-    except FileNotFoundError:
-        raise ModelCardError(f"{folder.name}: no {CARD_FILE} in {folder}.") from None
-    except OSError as exc:
-        raise ModelCardError(f"{source}: cannot be read ({exc}).") from None
+    raw = _card_bytes(folder)
     key = (str(folder), hashlib.blake2b(raw, digest_size=16).digest())
     with _PARSED_LOCK:
         cached = _PARSED.get(key)
@@ -91,6 +86,18 @@ def read_card_summary(folder: Path | str) -> CardSummary:
             _PARSED.pop(next(iter(_PARSED)))
         _PARSED[key] = summary
     return summary
+
+
+def _card_bytes(folder: Path) -> bytes:
+    """The bytes of a model folder's ``card.json``; a missing or unreadable card is a :class:`ModelCardError`."""
+    from .registry import CARD_FILE
+
+    try:
+        return (folder / CARD_FILE).read_bytes()
+    except FileNotFoundError:
+        raise ModelCardError(f"{folder.name}: no {CARD_FILE} in {folder}.") from None
+    except OSError as exc:
+        raise ModelCardError(f"{folder.name}/{CARD_FILE}: cannot be read ({exc}).") from None
 
 
 def _parse_summary(raw: bytes, folder: Path, source: str, card_version: int) -> CardSummary:
@@ -157,13 +164,7 @@ class _CardDigest:
 
 
 def _card_digest(folder: Path) -> _CardDigest:
-    from .registry import CARD_FILE
-
-    try:
-        raw = (folder / CARD_FILE).read_bytes()
-    except OSError as exc:
-        raise ModelCardError(f"{folder.name}/{CARD_FILE}: cannot be read ({exc}).") from None
-    return _CardDigest(folder.name, hashlib.blake2b(raw, digest_size=16).hexdigest())
+    return _CardDigest(folder.name, hashlib.blake2b(_card_bytes(folder), digest_size=16).hexdigest())
 
 
 def registry_digest(roots: list[Path] | None = None) -> str:
