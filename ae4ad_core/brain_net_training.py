@@ -171,9 +171,8 @@ def load_brats_brain(folder: str | Path) -> tuple[np.ndarray, np.ndarray]:
     The files are found as :func:`ae4ad_core.brats.find_patients` finds them (any BraTS naming); the brain mask
     is the release's own (BraTS 2013) or the nonzero T1c voxels.
     """
-    import nibabel as nib
-
     from .brats import _load, find_patients
+    from .io.nifti import reorient_to_ras
 
     patient = find_patients(folder)[0]
     if "t1c" not in patient.files:
@@ -181,14 +180,7 @@ def load_brats_brain(folder: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
     def ras(path: Path) -> np.ndarray:
         data, affine = _load(path)
-        return np.asarray(
-            nib.orientations.apply_orientation(
-                np.asarray(data, dtype=np.float32),
-                nib.orientations.ornt_transform(
-                    nib.io_orientation(affine), nib.orientations.axcodes2ornt("RAS")
-                ),
-            )
-        )
+        return np.asarray(reorient_to_ras(np.asarray(data, dtype=np.float32), affine)[0])
 
     t1c = ras(patient.files["t1c"])
     brain = ndi.binary_fill_holes(ras(patient.files["brain"]) > 0.5 if "brain" in patient.files else t1c != 0)

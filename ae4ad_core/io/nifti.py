@@ -192,13 +192,11 @@ def _read_nifti(
 _PLANES = {"sagittal": (0, 1, 2), "coronal": (1, 0, 2), "axial": (2, 0, 1)}  # (through, across, up), RAS axes
 
 
-def volume_to_slices(volume: np.ndarray, affine: np.ndarray, slice_axis: str = "axial"):
-    """The reader's view of a 3D volume: reoriented to RAS with ``affine``, cut along ``slice_axis`` (a
-    single-slice volume in its own plane), rows running from anterior/superior down and the patient's right
-    on the left of each slice (radiological view).
+def reorient_to_ras(volume: np.ndarray, affine: np.ndarray):
+    """``volume`` with its axes permuted and flipped to the closest canonical RAS+ axes of ``affine``.
 
-    Returns ``(stack (N, H, W), plane, orientation, source_axcodes, notes)``; the same function maps an index
-    volume, which is how :mod:`ae4ad_core.nifti_maps` writes maps back into the source voxel grid.
+    Returns ``(canonical, orientation, source_axcodes, notes)``; an affine without a usable orientation is taken
+    as RAS already (``source_axcodes`` ``"unknown"``, with a note).
     """
     from nibabel.orientations import apply_orientation, io_orientation, ornt2axcodes
 
@@ -210,7 +208,18 @@ def volume_to_slices(volume: np.ndarray, affine: np.ndarray, slice_axis: str = "
         orientation = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
         source_codes = "unknown"
         notes.append("the affine has no usable orientation: assumed RAS")
-    canonical = apply_orientation(volume, orientation)
+    return apply_orientation(volume, orientation), orientation, source_codes, notes
+
+
+def volume_to_slices(volume: np.ndarray, affine: np.ndarray, slice_axis: str = "axial"):
+    """The reader's view of a 3D volume: reoriented to RAS with ``affine``, cut along ``slice_axis`` (a
+    single-slice volume in its own plane), rows running from anterior/superior down and the patient's right
+    on the left of each slice (radiological view).
+
+    Returns ``(stack (N, H, W), plane, orientation, source_axcodes, notes)``; the same function maps an index
+    volume, which is how :mod:`ae4ad_core.nifti_maps` writes maps back into the source voxel grid.
+    """
+    canonical, orientation, source_codes, notes = reorient_to_ras(volume, affine)
     plane = slice_axis
     through = _PLANES[plane][0]
     singleton = [axis for axis in range(3) if canonical.shape[axis] == 1]
