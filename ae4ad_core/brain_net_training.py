@@ -491,6 +491,8 @@ def _batch(heads: list, rng: np.random.Generator, size: int, n: int):
 
 def _validate(model, config: BrainNetConfig, samples: list, thresholds=(0.5,)) -> dict:
     """Global Dice (all validation pixels pooled) at each threshold, and the mean Dice of slices with brain."""
+    from .brain_extraction import dice_coefficient
+
     was_training = model.training
     model.eval()
     inter = np.zeros(len(thresholds))
@@ -504,7 +506,7 @@ def _validate(model, config: BrainNetConfig, samples: list, thresholds=(0.5,)) -
             inter[i] += np.logical_and(pred, truth).sum()
             total[i] += pred.sum() + truth.sum()
             if t == 0.5 and truth.sum() > 200:
-                per_slice.append(2 * np.logical_and(pred, truth).sum() / (pred.sum() + truth.sum()))
+                per_slice.append(dice_coefficient(pred, truth))
     model.train(was_training)
     dice = 2 * inter / np.maximum(total, 1)
     return {
