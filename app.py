@@ -8,7 +8,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from ae4ad_core.device import describe_device, select_device
+from ae4ad_core.device import describe_device, select_device, skip_device_plugins
+
+skip_device_plugins()  # before the first import of torch: it need not search every package for device plugins
 
 st.set_page_config(page_title="AE4AD Studio", page_icon=":material/neurology:", layout="wide")
 

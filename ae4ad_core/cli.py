@@ -400,8 +400,22 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
+def _requested_device(argv: list[str]) -> str | None:
+    """The value of a ``--device`` option in ``argv`` (``--device X`` or ``--device=X``), else ``None``."""
+    for i, arg in enumerate(argv):
+        if arg == "--device" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--device="):
+            return arg.split("=", 1)[1]
+    return None
+
+
 def run() -> None:
     """The ``ae4ad`` console command: :func:`main`, then a quick exit.
+
+    Before anything imports torch, torch is told not to search the installed packages for out-of-tree device
+    extensions (:func:`ae4ad_core.device.skip_device_plugins`; unless ``--device`` or ``AE4AD_DEVICE`` names
+    one, or the user set ``TORCH_DEVICE_BACKEND_AUTOLOAD``).
 
     Once a command has imported torch, the interpreter's own shutdown (tearing down every module object) takes
     most of a second on a small machine, longer than many commands. The exit handlers still run (``atexit``:
@@ -411,6 +425,9 @@ def run() -> None:
     import atexit
     import os
 
+    from .device import skip_device_plugins
+
+    skip_device_plugins(_requested_device(sys.argv[1:]))
     code = main()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
