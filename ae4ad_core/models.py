@@ -267,8 +267,9 @@ class _SubPixelConvTranspose2d(nn.Module):
         return out.permute(0, 1, 2, 4, 3, 5).reshape(n, c, 2 * h, 2 * w)
 
 
-def fuse_for_inference(model: AutoEncoder) -> AutoEncoder:
-    """Return an eval-mode copy of ``model`` rearranged for fast inference; the original is not modified.
+def fuse_for_inference(model: AutoEncoder, *, in_place: bool = False) -> AutoEncoder:
+    """Return an eval-mode copy of ``model`` rearranged for fast inference; the original is not modified
+    (with ``in_place=True`` the model itself is rearranged and returned: for a caller that drops the original).
 
     The copy computes the same function as ``model.eval()`` (up to float rounding, ~1e-6) with fewer and faster
     kernels (figures from ``benchmarks/score_latency.py``):
@@ -283,7 +284,7 @@ def fuse_for_inference(model: AutoEncoder) -> AutoEncoder:
     mode needs them). With no BatchNorm left and a changed state dict, the copy cannot be trained or saved as
     a model: keep the original for that.
     """
-    fused = copy.deepcopy(model).eval()
+    fused = (model if in_place else copy.deepcopy(model)).eval()
     if not isinstance(fused, AutoEncoder):  # the U-Net and the baseline: eval copy, channels-last, frozen
         fused = fused.to(memory_format=torch.channels_last)
         for p in fused.parameters():

@@ -325,7 +325,8 @@ def load_model(
     folder = find_model_dir(name_or_path, roots)
     card = load_card(folder)
     state = _read_weights(folder / WEIGHTS_FILE)
-    model = build_model(card.architecture)
+    with torch.device("meta"):  # the shapes only: the weights replace the parameters below
+        model = build_model(card.architecture)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))
@@ -342,12 +343,15 @@ def load_model(
             )
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise ModelCardError(f"{folder.name}: tensor {key!r} contains NaN or infinite values.")
-    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, assign=True)
+    left = [name for name, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
+    if left:  # a tensor the weights file does not hold (a buffer outside the state dict): no value for it
+        raise ModelCardError(f"{folder.name}: the architecture has tensors the weights cannot fill ({left[:3]}).")
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
     dev = select_device(device)
-    inference = fuse_for_inference(model).to(dev)
+    inference = fuse_for_inference(model, in_place=not keep_trainable).to(dev)
     return LoadedModel(card=card, model=model if keep_trainable else None, inference=inference, device=dev,
                        path=folder)
 

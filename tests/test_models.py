@@ -125,6 +125,24 @@ def test_fuse_for_inference_keeps_the_function_and_leaves_the_original_alone(kin
     assert any(p.requires_grad for p in model.parameters())
 
 
+@pytest.mark.parametrize("kind", ["ae", "vae", "rdae", "dae", "intensity"])
+def test_fusing_in_place_gives_the_copys_function(kind):
+    """``in_place=True`` (the loader's choice when the trainable model is not kept) rearranges the model itself
+    and computes bit for bit what the fused copy computes."""
+    torch.manual_seed(3)
+    size = 32
+    config = ModelConfig(kind=kind, latent_dim=8, image_size=size, hidden=64, channels=(4, 8, 16))
+    model = _trained_bn(build_model(config), size)
+    copied = fuse_for_inference(model)
+    fused = fuse_for_inference(model, in_place=True)
+    assert fused is model
+    x = torch.rand(3, 1, size, size) * 2 - 1
+    with torch.no_grad():
+        a, b = copied(x), fused(x)
+    for u, v in zip(a, b, strict=True):
+        assert (u is None and v is None) or torch.equal(u, v)
+
+
 @pytest.mark.parametrize(
     ("c_in", "c_out", "side", "bias"), [(16, 1, 32, True), (8, 3, 5, False), (4, 2, 1, True)]
 )
