@@ -11,8 +11,8 @@ process (start-up and imports included), against a same-run reference: merely re
 ``pydicom.dcmread(path).pixel_array``, also as a fresh Python process (``ratio``), and as a loop inside this
 process (``ratio_vs_read_loop``). Runs are interleaved, best of ``--repeats`` each, page cache warm for all.
 
-``torch_import_process_seconds`` times a fresh process that only imports torch (same run, interleaved too), exit
-included. ``ratio_serial_torch_import`` = (that + the pydicom process) / the pydicom process is what a CLI that
+``torch_import_process_seconds`` times a fresh process that only imports torch, as ``ae4ad`` does (no search
+for device plugins), same run, interleaved too, exit included. ``ratio_serial_torch_import`` = (that + the pydicom process) / the pydicom process is what a CLI that
 imported torch and then read like pydicom would reach; ``ae4ad screen`` goes below it because its decoding
 workers start before torch is imported and read while the main process imports it.
 
@@ -128,11 +128,17 @@ def pydicom_process_seconds(folder: Path) -> float:
     return time.perf_counter() - t0
 
 
+_TORCH_IMPORT_SCRIPT = "from ae4ad_core.device import skip_device_plugins; skip_device_plugins(); import torch"
+
+
 def torch_import_process_seconds() -> float:
-    """Wall time of a fresh Python process that only runs ``import torch``: the part of ``ae4ad screen``'s
-    start-up no change to this project can remove (scoring needs torch)."""
+    """Wall time of a fresh Python process that only imports torch as ``ae4ad`` does (without the search for
+    device plugins, :func:`ae4ad_core.device.skip_device_plugins`): the part of ``ae4ad screen``'s start-up no
+    change to this project can remove (scoring needs torch)."""
+    env = {k: v for k, v in os.environ.items() if k != "TORCH_DEVICE_BACKEND_AUTOLOAD"}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import torch"], check=True, capture_output=True)
+    subprocess.run([sys.executable, "-c", _TORCH_IMPORT_SCRIPT], check=True, capture_output=True, env=env)
     return time.perf_counter() - t0
 
 

@@ -285,6 +285,33 @@ def test_decoding_workers_give_the_rows_of_the_main_process(tmp_path, tiny_ae_di
     pd.testing.assert_frame_equal(read_results(tmp_path / "pooled.csv"), read_results(tmp_path / "inline.csv"))
 
 
+def test_a_decoding_pool_switches_threads_often_and_restores_the_interval(tmp_path, tiny_ae_dir, monkeypatch):
+    """While the pool runs, this process's threads that feed it and take its results off the pipe get the
+    interpreter lock every 0.5 ms (not every 5 ms), so a worker does not stall on a full pipe while the main
+    thread imports torch; the interpreter's own setting is back afterwards, also when scoring fails."""
+    from ae4ad_core.registry import find_model_dir, load_card
+
+    root = _archive(tmp_path / "in")
+    card = load_card(find_model_dir(tiny_ae_dir))
+    files = screening.find_files(root)
+    before = sys.getswitchinterval()
+    decoded = screening._Decoded(screening._FileSlices(files, card.preprocessing), num_workers=1)
+    try:
+        assert sys.getswitchinterval() == pytest.approx(min(before, 0.0005))
+        assert len(list(decoded)) == len(files)
+    finally:
+        decoded.close()
+    assert sys.getswitchinterval() == before
+    inline = screening._Decoded(screening._FileSlices(files, card.preprocessing), num_workers=0)
+    assert sys.getswitchinterval() == before  # no pool, nothing to hand over
+    inline.close()
+
+    monkeypatch.setattr(screening, "_score_items", lambda *a, **k: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        screen(root, tiny_ae_dir, out=tmp_path / "r.csv", num_workers=1, progress=False)
+    assert sys.getswitchinterval() == before
+
+
 _TORCH_FREE = """
 import sys
 from pathlib import Path
