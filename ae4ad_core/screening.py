@@ -292,8 +292,8 @@ class _Decoded:
     While the pool runs, this process switches threads every 0.5 ms instead of every 5 ms. The pool's threads
     here hand out the work and take every decoded slice off a pipe that holds only about four 64 x 64 slices;
     each step needs the interpreter lock, which the main thread holds while it imports torch and loads the
-    model. With the 5 ms default a worker kept stalling on a full pipe: its 300 CT files took a third longer
-    than the same decoding alone (``benchmarks/screen_throughput.py``)."""
+    model. With the 5 ms default a worker stalled on the full pipe: in ``ae4ad screen`` on 300 CT files
+    (``benchmarks/screen_throughput.py``) its last file came 40-70 ms later, after the model was ready."""
 
     def __init__(self, dataset: _FileSlices, num_workers: int) -> None:
         self.dataset = dataset
