@@ -280,31 +280,18 @@ def _worker_item(index: int) -> _Item:
     return _WORKER_FILES[index]
 
 
-_POOL_SWITCH_INTERVAL_S = 0.0005
-"""The interpreter's thread switch interval while a decoding pool runs (Python's default is 5 ms)."""
-
-
 class _Decoded:
     """The decoded items of ``dataset`` in order: from a pool of ``num_workers`` processes, started at
     construction (so the work begins before anything else the caller does next), or, with no worker, decoded
-    in this process as they are asked for.
-
-    While the pool runs, this process switches threads every 0.5 ms instead of every 5 ms. The pool's threads
-    here hand out the work and take every decoded slice off a pipe that holds only about four 64 x 64 slices;
-    each step needs the interpreter lock, which the main thread holds while it imports torch and loads the
-    model. With the 5 ms default a worker stalled on the full pipe: in ``ae4ad screen`` on 300 CT files
-    (``benchmarks/screen_throughput.py``) its last file came 40-70 ms later, after the model was ready."""
+    in this process as they are asked for."""
 
     def __init__(self, dataset: _FileSlices, num_workers: int) -> None:
         self.dataset = dataset
         self.pool = None
         self.results: Iterator[_Item] | None = None
-        self.switch_interval: float | None = None
         if num_workers > 0 and len(dataset):
             self.pool = multiprocessing.get_context().Pool(num_workers, initializer=_worker_init,
                                                            initargs=(dataset,))
-            self.switch_interval = sys.getswitchinterval()
-            sys.setswitchinterval(min(self.switch_interval, _POOL_SWITCH_INTERVAL_S))
             chunk = max(1, min(8, len(dataset) // (4 * num_workers)))
             self.results = self.pool.imap(_worker_item, range(len(dataset)), chunksize=chunk)
 
@@ -318,9 +305,6 @@ class _Decoded:
             self.pool.terminate()
             self.pool.join()
             self.pool = None
-        if self.switch_interval is not None:
-            sys.setswitchinterval(self.switch_interval)
-            self.switch_interval = None
 
 
 class _NoBar:
@@ -861,14 +845,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+COMMAND_SWITCH_INTERVAL_S = 0.0005
+"""How often the command's threads may take turns (Python's default is every 5 ms); see :func:`main`."""
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; under ``torchrun`` (``WORLD_SIZE`` > 1) it initialises the process group first.
+
+    The command lets its threads take turns every 0.5 ms instead of every 5 ms. The decoding pool's threads in
+    this process hand out the work and take every decoded slice off a pipe that holds only about four 64 x 64
+    slices; each step needs the interpreter lock, which the main thread holds while it imports torch and loads
+    the model. With the 5 ms default the worker stalled on the full pipe: on 300 CT files
+    (``benchmarks/screen_throughput.py``) its last file came 40-70 ms later, after the model was ready. (A
+    library caller's interpreter settings are left alone: :func:`screen` does not change them.)
 
     Prints the :class:`ScreenSummary` as JSON (rank 0). Errors caused by the input are printed as one line,
     exit status 2.
     """
     args = build_parser().parse_args(argv)
     keep_freed_memory()  # this process decodes too (and its forked workers inherit the setting)
+    sys.setswitchinterval(min(sys.getswitchinterval(), COMMAND_SWITCH_INTERVAL_S))
     distributed, device = init_distributed(args.device)  # imports torch only under torchrun
     rank = distributed_info()[0]
     try:

@@ -285,31 +285,21 @@ def test_decoding_workers_give_the_rows_of_the_main_process(tmp_path, tiny_ae_di
     pd.testing.assert_frame_equal(read_results(tmp_path / "pooled.csv"), read_results(tmp_path / "inline.csv"))
 
 
-def test_a_decoding_pool_switches_threads_often_and_restores_the_interval(tmp_path, tiny_ae_dir, monkeypatch):
-    """While the pool runs, this process's threads that feed it and take its results off the pipe get the
-    interpreter lock every 0.5 ms (not every 5 ms), so a worker does not stall on a full pipe while the main
-    thread imports torch; the interpreter's own setting is back afterwards, also when scoring fails."""
-    from ae4ad_core.registry import find_model_dir, load_card
-
+def test_the_command_lets_threads_take_turns_often_and_the_library_does_not(tmp_path, tiny_ae_dir):
+    """``ae4ad screen`` lets its threads take turns every 0.5 ms, so the decoding pool's threads in the main
+    process take decoded slices off the pipe while the main thread imports torch; :func:`screen` called from
+    a library user's program leaves the interpreter's setting alone."""
     root = _archive(tmp_path / "in")
-    card = load_card(find_model_dir(tiny_ae_dir))
-    files = screening.find_files(root)
     before = sys.getswitchinterval()
-    decoded = screening._Decoded(screening._FileSlices(files, card.preprocessing), num_workers=1)
     try:
-        assert sys.getswitchinterval() == pytest.approx(min(before, 0.0005))
-        assert len(list(decoded)) == len(files)
+        screen(root, tiny_ae_dir, out=tmp_path / "lib.csv", num_workers=1, progress=False)
+        assert sys.getswitchinterval() == before
+        assert screening.main([str(root), "--model", str(tiny_ae_dir), "--out", str(tmp_path / "cli.csv"),
+                               "--num-workers", "1", "--quiet"]) == 0
+        assert sys.getswitchinterval() == pytest.approx(min(before, screening.COMMAND_SWITCH_INTERVAL_S))
     finally:
-        decoded.close()
-    assert sys.getswitchinterval() == before
-    inline = screening._Decoded(screening._FileSlices(files, card.preprocessing), num_workers=0)
-    assert sys.getswitchinterval() == before  # no pool, nothing to hand over
-    inline.close()
-
-    monkeypatch.setattr(screening, "_score_items", lambda *a, **k: 1 / 0)
-    with pytest.raises(ZeroDivisionError):
-        screen(root, tiny_ae_dir, out=tmp_path / "r.csv", num_workers=1, progress=False)
-    assert sys.getswitchinterval() == before
+        sys.setswitchinterval(before)
+    pd.testing.assert_frame_equal(read_results(tmp_path / "cli.csv"), read_results(tmp_path / "lib.csv"))
 
 
 _TORCH_FREE = """
