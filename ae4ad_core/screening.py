@@ -33,7 +33,7 @@ With ``num_workers`` > 0 a pool of that many processes decodes and preprocesses 
 scores. The pool starts *before* the model is loaded: in a fresh process (``ae4ad screen``) torch is not yet
 imported at that point, so the workers fork cheaply and decode while the main process spends a second or two
 importing torch and loading the weights. The default (:func:`default_num_workers`) is one worker per CPU but the
-one that scores.
+one that scores; once the workers have decoded every file, scoring uses their CPUs too.
 
 Several processes
 -----------------
@@ -276,8 +276,8 @@ def _worker_init(dataset: _FileSlices) -> None:
     threadpool_limits(1)
 
 
-def _worker_item(index: int) -> _Item:
-    return _WORKER_FILES[index]
+def _worker_items(start: int, stop: int) -> list[_Item]:
+    return [_WORKER_FILES[index] for index in range(start, stop)]
 
 
 class _Decoded:
@@ -288,17 +288,26 @@ class _Decoded:
     def __init__(self, dataset: _FileSlices, num_workers: int) -> None:
         self.dataset = dataset
         self.pool = None
-        self.results: Iterator[_Item] | None = None
+        self.chunks: list = []  # multiprocessing AsyncResults of consecutive runs of items, in order
+        self.n_ready = 0  # the leading chunks known to be decoded
         if num_workers > 0 and len(dataset):
             self.pool = multiprocessing.get_context().Pool(num_workers, initializer=_worker_init,
                                                            initargs=(dataset,))
-            chunk = max(1, min(8, len(dataset) // (4 * num_workers)))
-            self.results = self.pool.imap(_worker_item, range(len(dataset)), chunksize=chunk)
+            size = max(1, min(8, len(dataset) // (4 * num_workers)))
+            self.chunks = [self.pool.apply_async(_worker_items, (start, min(start + size, len(dataset))))
+                           for start in range(0, len(dataset), size)]
 
     def __iter__(self) -> Iterator[_Item]:
-        if self.results is None:
+        if self.pool is None:
             return (self.dataset[i] for i in range(len(self.dataset)))
-        return self.results
+        return (item for chunk in self.chunks for item in chunk.get())
+
+    def decoding_done(self) -> bool:
+        """Whether the workers have decoded every item (no worker: ``True``, this process decodes on demand).
+        Amortised constant time: the chunks found ready are not asked again."""
+        while self.n_ready < len(self.chunks) and self.chunks[self.n_ready].ready():
+            self.n_ready += 1
+        return self.n_ready == len(self.chunks)
 
     def close(self) -> None:
         if self.pool is not None:
@@ -690,11 +699,17 @@ def _score_items(
             flush()
 
     decode_s = prep_s = 0.0
-    # The scoring process gets the CPUs the decoding workers leave (decoding in this process is NumPy).
+    # The scoring process gets the CPUs the decoding workers leave (decoding in this process is NumPy), and
+    # theirs too once they have decoded everything (a backlog of decoded slices is then scored on every CPU).
     threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, min(threads, _available_cpus() // max(1, world) - num_workers)))
+    cpus = max(1, _available_cpus() // max(1, world))
+    torch.set_num_threads(max(1, min(threads, cpus - num_workers)))
+    widened = num_workers == 0
     try:
         for item in decoded:
+            if not widened and decoded.decoding_done():
+                torch.set_num_threads(max(1, min(threads, cpus)))
+                widened = True
             decode_s += item.decode_seconds
             prep_s += item.preprocess_seconds
             if item.error:

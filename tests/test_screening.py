@@ -302,6 +302,40 @@ def test_the_command_lets_threads_take_turns_often_and_the_library_does_not(tmp_
     pd.testing.assert_frame_equal(read_results(tmp_path / "cli.csv"), read_results(tmp_path / "lib.csv"))
 
 
+def test_scoring_takes_the_workers_cpus_once_they_have_decoded_everything(tmp_path, tiny_ae_dir, monkeypatch):
+    """While a worker decodes, scoring gets the CPUs it leaves; once every file is decoded, the backlog is scored
+    on all of them; the caller's thread count is back at the end. Without workers the first setting stays."""
+    import torch
+
+    root = _archive(tmp_path / "in", extra=6)
+    calls: list[int] = []
+    monkeypatch.setattr(screening, "_available_cpus", lambda: 4)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    screen(root, tiny_ae_dir, out=tmp_path / "pooled.csv", num_workers=1, progress=False)
+    assert calls == [3, 4, 8]
+    calls.clear()
+    screen(root, tiny_ae_dir, out=tmp_path / "inline.csv", num_workers=0, progress=False)
+    assert calls == [4, 8]
+    pd.testing.assert_frame_equal(read_results(tmp_path / "pooled.csv"), read_results(tmp_path / "inline.csv"))
+
+
+def test_decoding_done_is_true_once_every_chunk_is_in(tmp_path, tiny_ae_dir):
+    from ae4ad_core.registry import find_model_dir, load_card
+
+    root = _archive(tmp_path / "in", extra=6)
+    card = load_card(find_model_dir(tiny_ae_dir))
+    files = screening.find_files(root)
+    decoded = screening._Decoded(screening._FileSlices(files, card.preprocessing), num_workers=2)
+    try:
+        assert len(decoded.chunks) > 1
+        assert [item.key for item in decoded] == [key for _, key in files]
+        assert decoded.decoding_done() and decoded.n_ready == len(decoded.chunks)
+    finally:
+        decoded.close()
+    assert screening._Decoded(screening._FileSlices(files, card.preprocessing), num_workers=0).decoding_done()
+
+
 _TORCH_FREE = """
 import sys
 from pathlib import Path
