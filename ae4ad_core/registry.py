@@ -343,7 +343,10 @@ def load_model(
             )
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise ModelCardError(f"{folder.name}: tensor {key!r} contains NaN or infinite values.")
-    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, assign=True)
+    # Own copies: safetensors serves the tensors from a mapping of the file, which a model kept in memory must not
+    # share (a retrained model written over the same file would change or truncate it under the loaded one).
+    model.load_state_dict({k: v.to(expected[k].dtype, copy=True) for k, v in state.items()}, assign=True)
+    del state
     left = [name for name, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
     if left:  # a tensor the weights file does not hold (a buffer outside the state dict): no value for it
         raise ModelCardError(f"{folder.name}: the architecture has tensors the weights cannot fill ({left[:3]}).")

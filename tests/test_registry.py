@@ -63,6 +63,24 @@ def test_save_and_load_round_trip_gives_the_same_outputs(root, tmp_path):
     assert not again.model.training and not any(p.requires_grad for p in again.model.parameters())
 
 
+@pytest.mark.parametrize("keep_trainable", [True, False])
+def test_a_loaded_model_owns_its_weights_when_the_file_is_written_over(root, keep_trainable):
+    """The weights are served from a mapping of the file; a loaded model keeps copies, so writing over the file
+    (a model retrained under the same name) cannot change or truncate the model already in memory."""
+    loaded = load_model("tiny-vae-d4", roots=[root], device="cpu", keep_trainable=keep_trainable)
+    with torch.no_grad():
+        before = loaded.inference(_x()).reconstruction.clone()
+    path = root / "tiny-vae-d4" / WEIGHTS_FILE
+    size = path.stat().st_size
+    with open(path, "r+b") as fh:  # the same file (inode), overwritten in place, then cut short
+        fh.write(bytes(size))
+        fh.truncate(size // 2)
+    with torch.no_grad():
+        assert torch.equal(loaded.inference(_x()).reconstruction, before)
+        if keep_trainable:
+            assert torch.isfinite(sum(p.sum() for p in loaded.model.parameters()))
+
+
 def test_float16_storage_halves_the_file_and_keeps_outputs_close(root, tmp_path):
     from safetensors import safe_open
 
