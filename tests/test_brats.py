@@ -135,6 +135,22 @@ def test_standardisation_is_idempotent_and_quantisation_round_trips():
     assert np.max(np.abs(back[brain] - np.clip(z[brain], -3.5, 5.5))) <= 9.0 / 255 / 2 + 1e-6
 
 
+def test_dequantising_codes_by_table_gives_the_arithmetic_bit_for_bit():
+    """The uint8 table lookup is the same float32 arithmetic as before, on every code; other integer arrays go
+    through the arithmetic itself."""
+    from ae4ad_core.brats import Z_WINDOW
+
+    lo, hi = Z_WINDOW
+    codes = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    expected = (codes.astype(np.float32) / 255.0 * (hi - lo) + lo).astype(np.float32)
+    got = dequantise_z(codes)
+    assert got.dtype == np.float32 and got.shape == codes.shape
+    assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))
+    assert np.array_equal(dequantise_z(codes.astype(np.int64)).view(np.uint32), expected.view(np.uint32))
+    got[0, 0] = 99.0  # a new array, not a view of the table
+    assert dequantise_z(codes)[0, 0] == expected[0, 0]
+
+
 def test_real_asset_round_trip(tmp_path):
     make_patients(tmp_path / "src", "brats2013", n=3)
     path = build_real_asset(tmp_path / "src", tmp_path / "real.npz")
