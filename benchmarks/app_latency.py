@@ -14,6 +14,10 @@ file per slice, the header of the sequence its name says: ``dicom_series_from_ni
 ``tests/_fixtures_io.py``) and uploads all its files at once, as one selection in the file dialog; the page
 stacks them into one volume.
 
+``first_screen`` times the app's opening, before any upload: the server's start until it answers, then a
+browser session opening the app until the demo case's verdict is visible, on the fresh server (``cold_s``:
+imports, the demo case, its model) and in a second session (``next_session_s``).
+
 By default every run uploads a new copy of a DICOM or NIfTI input with one pixel changed, or a new series (new
 study, series and instance UIDs), so no cached analysis serves it: the latency of a clinic's next patient,
 brain extraction and scoring included. ``--same`` uploads the same file every run (after the first, the
@@ -132,6 +136,22 @@ _UPLOAD_VERDICT_SHOWN = """([verdict, name]) => {
         .some(e => e.innerText.includes(verdict) && live(e));
     return heading && shown;
 }"""
+
+
+_FIRST_VERDICT_SHOWN = """(verdict) => [...document.querySelectorAll('[data-testid="stMarkdownContainer"]')]
+    .some(e => e.innerText.includes(verdict) && !e.closest('[data-stale="true"]') && e.offsetParent !== null)"""
+
+
+def time_first_screen(server) -> float:
+    """Seconds from opening the app in a new browser session to the demo case's verdict being visible (the
+    first screen: nothing clicked, nothing uploaded)."""
+    with chromium_page() as page:
+        start = time.perf_counter()
+        page.goto(server.url)
+        page.wait_for_function(_FIRST_VERDICT_SHOWN, arg=VERDICT, timeout=120_000, polling=20)
+        seconds = time.perf_counter() - start
+        wait_for_app(page, 120_000)
+        return seconds
 
 
 _UPLOAD_HEADING_SHOWN = """(name) => [...document.querySelectorAll('h1, h2, h3')]
@@ -277,7 +297,14 @@ def main(argv: list[str] | None = None) -> int:
             if files
             else series_uploads(Path(args.series[0]), 1, Path(tmp) / "warm-up", distinct=True)[0]
         )
+        spawned = time.perf_counter()
         with streamlit_server(env=env, timeout=120) as server:
+            ready = time.perf_counter() - spawned
+            first_screen = {
+                "server_ready_s": round(ready, 3),
+                "cold_s": round(time_first_screen(server), 3),  # the server's first page: imports, demo, models
+                "next_session_s": round(time_first_screen(server), 3),
+            }
             with chromium_page() as page:
                 page.goto(server.url)
                 page.get_by_text("Analyze an image").wait_for(timeout=120_000)
@@ -299,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "upload to verdict visible (Analyze page, real chromium)",
         "runs_per_input": args.runs,
         "distinct_uploads": args.distinct,
+        "first_screen": first_screen,
         "upload_to_verdict": results,
         "server_peak_rss_mb": None if peak is None else round(peak / 2**20, 1),
         "models_loaded": models,
