@@ -32,7 +32,8 @@ def skip_device_plugins(preferred: str | None = None) -> bool:
     * the device asked for (``preferred``, else ``AE4AD_DEVICE``) is not a built-in one: ``AE4AD_DEVICE=npu``
       needs its extension loaded.
 
-    Call it before anything imports torch; once torch is imported it changes nothing.
+    Call it before anything imports torch; once torch is imported it changes nothing. (torch < 2.5 has no such
+    search and ignores the variable.)
     """
     if _AUTOLOAD_VARIABLE in os.environ:
         return False
