@@ -17,21 +17,26 @@ REPO = Path(__file__).resolve().parent.parent
 VARIABLE = "TORCH_DEVICE_BACKEND_AUTOLOAD"
 
 
+@pytest.fixture
+def unset(monkeypatch):
+    """Neither variable set, and whatever a test sets removed afterwards (``delenv`` of an absent variable
+    would record nothing to undo)."""
+    for name in (VARIABLE, "AE4AD_DEVICE"):
+        monkeypatch.setenv(name, "placeholder")
+        monkeypatch.delenv(name)
+    return monkeypatch
+
+
 @pytest.mark.parametrize("preferred", [None, "auto", "cpu", "CUDA", "cuda:1", "mps"])
-def test_plugins_are_skipped_for_the_built_in_devices(monkeypatch, preferred):
-    monkeypatch.delenv(VARIABLE, raising=False)
-    monkeypatch.delenv("AE4AD_DEVICE", raising=False)
+def test_plugins_are_skipped_for_the_built_in_devices(unset, preferred):
     assert skip_device_plugins(preferred) is True
     assert os.environ[VARIABLE] == "0"
 
 
 @pytest.mark.parametrize(("preferred", "environment"), [("npu", None), (None, "hpu:0"), ("privateuseone", "cpu")])
-def test_plugins_load_when_an_out_of_tree_device_is_asked_for(monkeypatch, preferred, environment):
-    monkeypatch.delenv(VARIABLE, raising=False)
-    if environment is None:
-        monkeypatch.delenv("AE4AD_DEVICE", raising=False)
-    else:
-        monkeypatch.setenv("AE4AD_DEVICE", environment)
+def test_plugins_load_when_an_out_of_tree_device_is_asked_for(unset, preferred, environment):
+    if environment is not None:
+        unset.setenv("AE4AD_DEVICE", environment)
     assert skip_device_plugins(preferred) is False
     assert VARIABLE not in os.environ
 
