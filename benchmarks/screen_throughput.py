@@ -13,9 +13,10 @@ process (``ratio_vs_read_loop``). Runs are interleaved, best of ``--repeats`` ea
 ``ae4ad_core`` byte-compiled first like the packages of the references (:func:`byte_compile_package`).
 
 ``torch_import_process_seconds`` times a fresh process that only imports torch, as ``ae4ad`` does (no search
-for device plugins), same run, interleaved too, exit included. ``ratio_serial_torch_import`` = (that + the pydicom process) / the pydicom process is what a CLI that
-imported torch and then read like pydicom would reach; ``ae4ad screen`` goes below it because its decoding
-workers start before torch is imported and read while the main process imports it.
+for device plugins), same run, interleaved too, exit included. ``ratio_serial_torch_import`` = (that + the
+pydicom process) / the pydicom process is what a CLI that imported torch and then read like pydicom would
+reach; ``ae4ad screen`` goes below it because its decoding workers start before torch is imported and read
+while the main process imports it.
 
 The model is ``--model`` (registry name or folder), else the app's default model from the registry; without
 any model, a 1-epoch AE (d = 16, 64 px) is trained on synthetic slices first (its weights do not matter for
